@@ -1,0 +1,99 @@
+/* core/alloc.c — runtime memory: jemalloc, in an arena of the runtime's own.
+ *
+ * A dedicated arena keeps runtime objects (task records, channels, contexts) apart from
+ * the program's heap, so the leak detector can tell them apart by address. Every byte
+ * is counted in rt_mem_bytes, so tests can assert that gort_run gave everything back.
+ * Allocation from a task runs on the system stack: jemalloc's slow paths are deeper
+ * than a 2 KiB task stack allows.
+ */
+#include <jemalloc/jemalloc.h>
+#include <string.h>
+
+#include "rt.h"
+#include "sched_impl.h"
+
+_Atomic int64_t rt_mem_bytes;
+static unsigned rt_arena;
+static bool rt_arena_ok;
+
+int rt_alloc_init(void)
+{
+    if (rt_arena_ok)
+        return 0;
+    size_t sz = sizeof rt_arena;
+    if (mallctl("arenas.create", &rt_arena, &sz, NULL, 0) != 0)
+        return -ENOMEM;
+    rt_arena_ok = true;
+    return 0;
+}
+
+struct alloc_req {
+    size_t size;
+    size_t align;
+    void *ptr;
+};
+
+/* The runtime arena is used only with an explicit tcache (one per M) or none: the
+ * thread's automatic tcache caches regions of any arena and would mix the program's
+ * memory with the runtime's. */
+static int rt_flags(void)
+{
+    m_t *m = m_self();
+    int tc = m && m->rt_tcache >= 0 ? MALLOCX_TCACHE(m->rt_tcache) : MALLOCX_TCACHE_NONE;
+    return tc | (rt_arena_ok ? MALLOCX_ARENA(rt_arena) : 0);
+}
+
+int rt_tcache_create(void)
+{
+    unsigned tc;
+    size_t sz = sizeof tc;
+    return mallctl("tcache.create", &tc, &sz, NULL, 0) == 0 ? (int)tc : -1;
+}
+
+void rt_tcache_destroy(int tc)
+{
+    if (tc < 0)
+        return;
+    unsigned u = (unsigned)tc;
+    mallctl("tcache.destroy", NULL, NULL, &u, sizeof u);
+}
+
+static void *alloc_on_sysstack(void *arg)
+{
+    struct alloc_req *r = arg;
+    int flags = MALLOCX_ZERO | rt_flags() | (r->align ? MALLOCX_ALIGN(r->align) : 0);
+    r->ptr = mallocx(r->size ? r->size : 1, flags);
+    if (r->ptr)
+        atomic_fetch_add_explicit(&rt_mem_bytes, (int64_t)sallocx(r->ptr, 0),
+                                  memory_order_relaxed);
+    return NULL;
+}
+
+void *rt_alloc(size_t size) { return rt_alloc_aligned(size, 0); }
+
+void *rt_alloc_aligned(size_t size, size_t align)
+{
+    struct alloc_req r = {size, align, NULL};
+    if (g_self())
+        sysstack_call(alloc_on_sysstack, &r);
+    else
+        alloc_on_sysstack(&r);
+    return r.ptr;
+}
+
+static void *free_on_sysstack(void *ptr)
+{
+    atomic_fetch_sub_explicit(&rt_mem_bytes, (int64_t)sallocx(ptr, 0), memory_order_relaxed);
+    dallocx(ptr, rt_flags());
+    return NULL;
+}
+
+void rt_free(void *ptr)
+{
+    if (!ptr)
+        return;
+    if (g_self())
+        sysstack_call(free_on_sysstack, ptr);
+    else
+        free_on_sysstack(ptr);
+}

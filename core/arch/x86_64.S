@@ -1,0 +1,158 @@
+/* core/arch/x86_64.S — the only assembly of the runtime on x86-64 (System V ABI).
+ *
+ * A suspended task's context lives on its own stack, pushed by ctx_switch:
+ *     sp ->  [x87 control word][pad]   8 bytes
+ *            [mxcsr][pad]              8 bytes
+ *            r15 r14 r13 r12 rbx rbp   6 x 8 bytes
+ *            return address            8 bytes
+ * Only callee-saved state is saved: a switch is a call, so the caller already
+ * assumes everything else is clobbered. The layout is shared with ctx_init (switch.c)
+ * and with the stack mover, which relocates saved rbp/rsp values.
+ */
+        .text
+
+/* void ctx_switch(void **save_sp, void *load_sp)
+ * Saves the current context at *save_sp and resumes the one at load_sp. The store to
+ * *save_sp happens before the first load from the new stack; whoever publishes the
+ * switched-out task to other Ms does so only after this returns on the new stack
+ * ("switch, then release"), so no other M can resume a half-saved context. */
+        .globl  ctx_switch
+        .hidden ctx_switch
+        .type   ctx_switch, @function
+        .p2align 4
+ctx_switch:
+        .cfi_startproc
+        pushq   %rbp
+        pushq   %rbx
+        pushq   %r12
+        pushq   %r13
+        pushq   %r14
+        pushq   %r15
+        subq    $16, %rsp
+        stmxcsr 8(%rsp)
+        fnstcw  (%rsp)
+        movq    %rsp, (%rdi)
+        movq    %rsi, %rsp
+        ldmxcsr 8(%rsp)
+        fldcw   (%rsp)
+        addq    $16, %rsp
+        popq    %r15
+        popq    %r14
+        popq    %r13
+        popq    %r12
+        popq    %rbx
+        popq    %rbp
+        ret
+        .cfi_endproc
+        .size   ctx_switch, .-ctx_switch
+
+/* The first "return" of a new task lands here, with r12 = argument and r13 = entry
+ * function (set by ctx_init). rbp = 0 ends the frame-pointer chain for walkers. The
+ * entry function never returns. */
+        .globl  ctx_entry
+        .hidden ctx_entry
+        .type   ctx_entry, @function
+        .p2align 4
+ctx_entry:
+        .cfi_startproc
+        .cfi_undefined rip
+        xorl    %ebp, %ebp
+        movq    %r12, %rdi
+        andq    $-16, %rsp
+        callq   *%r13
+        ud2
+        .cfi_endproc
+        .size   ctx_entry, .-ctx_entry
+
+/* void *stack_call_on(void *(*fn)(void *), void *arg, void *sp)
+ * Calls fn(arg) with the stack pointer set to sp (16-byte aligned, on another stack)
+ * and returns its result on the original stack. rbp keeps pointing into the caller's
+ * frame, so a backtrace from fn shows the task's frames after the system-stack ones. */
+        .globl  stack_call_on
+        .hidden stack_call_on
+        .type   stack_call_on, @function
+        .p2align 4
+stack_call_on:
+        .cfi_startproc
+        pushq   %rbp
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset rbp, 0
+        movq    %rsp, %rbp
+        .cfi_def_cfa_register rbp
+        movq    %rdi, %rax
+        movq    %rsi, %rdi
+        movq    %rdx, %rsp
+        callq   *%rax
+        movq    %rbp, %rsp
+        popq    %rbp
+        .cfi_def_cfa rsp, 8
+        ret
+        .cfi_endproc
+        .size   stack_call_on, .-stack_call_on
+
+/* gort_morestack — the slow path of GORT_FRAME. Entered by an inline-asm call made
+ * 128 bytes below the caller's rsp (the red zone is left untouched), so every register
+ * is live and must come back unchanged, except where the stack moved (then the saved
+ * values were relocated in place by the mover). Saves all general registers and rflags
+ * on the task stack, the vector state (xsave, every enabled component) in this M's
+ * scratch area, and calls morestack_slow(regs, scratch), which returns, in rax:rdx,
+ * where the register block now is (the stack may have moved) and the xsave area to
+ * restore from (the task may resume on another M, with its state copied aside). */
+        .globl  gort_morestack
+        .type   gort_morestack, @function
+        .p2align 4
+gort_morestack:
+        .cfi_startproc
+        pushfq
+        pushq   %rax
+        pushq   %rcx
+        pushq   %rdx
+        pushq   %rsi
+        pushq   %rdi
+        pushq   %r8
+        pushq   %r9
+        pushq   %r10
+        pushq   %r11
+        pushq   %rbx
+        pushq   %rbp
+        pushq   %r12
+        pushq   %r13
+        pushq   %r14
+        pushq   %r15
+        movq    %rsp, %rbx
+        andq    $-16, %rsp
+        callq   morestack_xsave_scratch /* general-registers-only C: no vector use */
+        movq    %rax, %r12
+        movl    $-1, %eax
+        movl    $-1, %edx
+        xsave64 (%r12)
+        movq    %rbx, %rdi
+        movq    %r12, %rsi
+        callq   morestack_slow
+        movq    %rax, %rbx
+        movq    %rdx, %r12
+        movl    $-1, %eax
+        movl    $-1, %edx
+        xrstor64 (%r12)
+        movq    %rbx, %rsp
+        popq    %r15
+        popq    %r14
+        popq    %r13
+        popq    %r12
+        popq    %rbp
+        popq    %rbx
+        popq    %r11
+        popq    %r10
+        popq    %r9
+        popq    %r8
+        popq    %rdi
+        popq    %rsi
+        popq    %rdx
+        popq    %rcx
+        popq    %rax
+        popfq
+        ret
+        .cfi_endproc
+        .size   gort_morestack, .-gort_morestack
+
+        .section .note.GNU-stack,"",@progbits

@@ -1,0 +1,27 @@
+/* core/rtlock.h — the runtime's internal lock.
+ *
+ * A futex-based mutex (0 free, 1 held, 2 held with sleepers) with a short spin. Held
+ * only for short, non-blocking critical sections. Holding one raises m->locks, which
+ * makes the preemption handler treat the PC as unsafe. No runtime lock crosses a task
+ * switch, except the lock a parking task hands to g_park, which the next code to run on
+ * the same M releases after the switch ("switch, then release").
+ * Zero bytes are an unlocked lock. Ranks (core/lockrank.h) are checked in
+ * GORT_LOCKRANK builds only.
+ */
+#ifndef GORT_CORE_RTLOCK_H
+#define GORT_CORE_RTLOCK_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef struct rtlock {
+    _Atomic uint32_t state; /* 0 free, 1 held, 2 held and someone may sleep on it */
+} rtlock_t;
+
+#define RTLOCK_INIT {0}
+
+void rtlock_acquire(rtlock_t *l);
+void rtlock_release(rtlock_t *l);
+int rtlock_try_acquire(rtlock_t *l); /* 1 acquired, 0 not */
+
+#endif

@@ -1,0 +1,149 @@
+/* core/runq.c — a P's local run queue: a 256-slot ring plus the runnext slot.
+ *
+ * Single producer (the owner P pushes at tail), multiple consumers (the owner pops and
+ * thieves grab, both by CAS on head). Go's runq design, restated:
+ *  - The owner writes slot[tail] with a relaxed store, then publishes it with a release
+ *    store of tail; consumers load tail with acquire, so they see the slot's value.
+ *  - Consumers read slots [head, head+n) and then CAS head forward (acq_rel on success):
+ *    the CAS proves no one else consumed those slots meanwhile, and the owner cannot
+ *    overwrite them before head moves past them (it checks tail - head < RUNQ_SIZE with
+ *    an acquire load of head, pairing with the consumers' release CAS).
+ *  - runnext is exchanged/CASed, never stored plainly, so an owner pop and a thief
+ *    cannot both take the same task.
+ * Invariant: a runnable task is in exactly one of a runq slot range [head, tail), a
+ * runnext slot, or the global runq.
+ */
+#include "rt.h"
+#include "sched_impl.h"
+
+/* Owner only; never switches. */
+bool runq_put(p_t *p, g_t *g)
+{
+    uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
+    uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed); /* own */
+    if (t - h >= RUNQ_SIZE)
+        return false;
+    atomic_store_explicit(&p->runq[t % RUNQ_SIZE], g, memory_order_relaxed);
+    atomic_store_explicit(&p->runq_tail, t + 1, memory_order_release); /* publishes slot t */
+    return true;
+}
+
+/* Moves half of p's full queue to the global runq in one batch (owner only;
+ * sysstack: the batch buffer is 1 KiB). */
+static void *runq_spill(void *arg)
+{
+    p_t *p = arg;
+    g_t *batch[RUNQ_SIZE / 2];
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
+        uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed);
+        uint32_t n = (t - h) / 2;
+        if (n < RUNQ_SIZE / 4)
+            return NULL; /* thieves took some meanwhile: room now */
+        for (uint32_t i = 0; i < n; i++)
+            batch[i] = atomic_load_explicit(&p->runq[(h + i) % RUNQ_SIZE], memory_order_relaxed);
+        /* acq_rel: our reads of the slots happen before we give them up */
+        if (!atomic_compare_exchange_strong_explicit(&p->runq_head, &h, h + n,
+                                                     memory_order_acq_rel, memory_order_relaxed))
+            continue;
+        rtlock_acquire(&sched.lock);
+        for (uint32_t i = 0; i < n; i++)
+            globrunq_put_locked(batch[i]);
+        rtlock_release(&sched.lock);
+        return NULL;
+    }
+}
+
+/* Owner only. On a full queue half of it goes to the global runq in one batch, so a
+ * producer that outruns its consumers does not take the global lock per task. */
+void runq_put_or_global(p_t *p, g_t *g)
+{
+    while (!runq_put(p, g))
+        sysstack_call(runq_spill, p);
+}
+
+/* Owner only. runnext first: it inherits the rest of the current time slice. */
+g_t *runq_get(p_t *p)
+{
+    g_t *next = atomic_load_explicit(&p->runnext, memory_order_relaxed);
+    /* acquire: pairs with the release exchange that put it there (maybe on another M) */
+    if (next && atomic_compare_exchange_strong_explicit(&p->runnext, &next, NULL,
+                                                        memory_order_acquire,
+                                                        memory_order_relaxed))
+        return next;
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
+        uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed); /* own */
+        if (t == h)
+            return NULL;
+        g_t *g = atomic_load_explicit(&p->runq[h % RUNQ_SIZE], memory_order_relaxed);
+        /* acq_rel: consumes slot h against thieves racing for it */
+        if (atomic_compare_exchange_weak_explicit(&p->runq_head, &h, h + 1,
+                                                  memory_order_acq_rel, memory_order_relaxed))
+            return g;
+    }
+}
+
+bool runq_empty(p_t *p)
+{
+    uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
+    uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_acquire);
+    return h == t && atomic_load_explicit(&p->runnext, memory_order_acquire) == NULL;
+}
+
+/* Grabs half of victim's queue (or its runnext when the queue is empty and
+ * steal_runnext) into p's ring at p's tail, without publishing tail. Returns the count.
+ * Caller: the owner of p, on a system stack. */
+static uint32_t runq_grab(p_t *p, p_t *victim, bool steal_runnext)
+{
+    uint32_t ptail = atomic_load_explicit(&p->runq_tail, memory_order_relaxed);
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&victim->runq_head, memory_order_acquire);
+        /* acquire: pairs with the victim's release store of tail; its slots are visible */
+        uint32_t t = atomic_load_explicit(&victim->runq_tail, memory_order_acquire);
+        uint32_t n = t - h;
+        n -= n / 2;
+        if (n == 0) {
+            if (!steal_runnext)
+                return 0;
+            g_t *next = atomic_load_explicit(&victim->runnext, memory_order_acquire);
+            if (!next)
+                return 0;
+            if (!atomic_compare_exchange_strong_explicit(&victim->runnext, &next, NULL,
+                                                         memory_order_acq_rel,
+                                                         memory_order_relaxed))
+                continue;
+            atomic_store_explicit(&p->runq[ptail % RUNQ_SIZE], next, memory_order_relaxed);
+            return 1;
+        }
+        if (n > t - h) /* inconsistent snapshot (h and t read at different times) */
+            continue;
+        if (n > RUNQ_SIZE / 2)
+            continue;
+        for (uint32_t i = 0; i < n; i++) {
+            g_t *g = atomic_load_explicit(&victim->runq[(h + i) % RUNQ_SIZE],
+                                          memory_order_relaxed);
+            atomic_store_explicit(&p->runq[(ptail + i) % RUNQ_SIZE], g, memory_order_relaxed);
+        }
+        /* acq_rel: commits the grab; release orders our slot reads before the victim can
+         * reuse the slots */
+        if (atomic_compare_exchange_strong_explicit(&victim->runq_head, &h, h + n,
+                                                    memory_order_acq_rel,
+                                                    memory_order_relaxed))
+            return n;
+    }
+}
+
+/* Steals into p; returns the number stolen (the last one is left for runq_pop_stolen).
+ * Caller: owner of p, whose own queue is empty. */
+uint32_t runq_steal(p_t *p, p_t *victim, bool steal_runnext)
+{
+    uint32_t n = runq_grab(p, victim, steal_runnext);
+    if (n == 0)
+        return 0;
+    uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed);
+    atomic_store_explicit(&p->runq_tail, t + n, memory_order_release); /* publishes them */
+    return n;
+}
+
+g_t *runq_pop_stolen(p_t *p) { return runq_get(p); }

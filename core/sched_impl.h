@@ -1,0 +1,129 @@
+/* core/sched_impl.h — scheduler internals shared by the files of core/ that implement the
+ * scheduler itself (sched.c, g.c, runq.c, stackpool.c, switch.c, dump.c). Other modules
+ * use core/rt.h only. */
+#ifndef GORT_CORE_SCHED_H
+#define GORT_CORE_SCHED_H
+
+#include "rt.h"
+
+/* Stack layout: [lo, lo+8) holds the canary; the guard sits STACK_SLACK above lo. */
+#define STACK_MIN_DEFAULT 2048u
+#define STACK_MAIN_DEFAULT (64u * 1024u)
+#define STACK_SLACK 1024u  /* headroom below the guard for uninstrumented leaf calls */
+#define STACK_CANARY 0x9e3779b97f4a7c15ull
+#define STACKGUARD_PREEMPT ((uintptr_t)-1) /* poisoned guard: every check fails */
+#define STACK_CLASSES 16   /* 2 KiB << 0 .. 2 KiB << 15 (64 MiB) pooled */
+#define SYSSTACK_SIZE (256u * 1024u)
+
+typedef struct sched {
+    rtlock_t lock;            /* sched.lock: global runq, idle lists, allm */
+    g_t *runq_head;           /* global runq (FIFO through schedlink); lock */
+    g_t *runq_tail;
+    _Atomic uint32_t runq_size; /* written under lock; read lock-free as a hint */
+
+    p_t **allp;               /* procs Ps; fixed while running */
+    int nprocs;
+    p_t *pidle;               /* idle Ps; lock */
+    _Atomic int npidle;       /* written under lock; read lock-free as a hint */
+    m_t *midle;               /* idle Ms; lock */
+    int nmidle;
+    m_t *allm;                /* every M; lock */
+    int mcount;
+    _Atomic int nmspinning;   /* Ms looking for work (spinning) */
+    _Atomic int nmsyscall;    /* tasks in gort_syscall_enter..exit */
+    g_t *gfree;               /* global free g records; lock */
+    int ngfree;
+
+    _Atomic bool netpoll_inuse; /* an M is blocked in netpoll_poll */
+    _Atomic int64_t netpoll_until; /* its deadline (INT64_MAX = none) */
+
+    _Atomic bool stopping;    /* the main task returned or deadlock: Ms exit */
+    bool deadlock;            /* lock */
+    int run_result;           /* gort_run's return value */
+
+    /* configuration, fixed while running */
+    size_t stack_min;
+    size_t stack_max;
+    size_t main_stack;
+    uint32_t timeslice_us;
+    int preempt_mode;
+
+    _Atomic uint64_t goidgen; /* task ids */
+    _Atomic int64_t ntasks;   /* live tasks */
+    _Atomic uint64_t n_steals_extra; /* steals counted outside Ps */
+    int64_t start_time;
+} sched_t;
+
+extern sched_t sched;
+
+/* Debug knobs (GORT_DEBUG=name=value,...), parsed once at gort_run. */
+typedef struct rt_debug {
+    int migrate;     /* move tasks to another M at every switch where it can */
+    int schedtrace;  /* ms between scheduler trace lines; 0 = off */
+    int stackmove;   /* stack-move stress mode (stackmap/) */
+    int stackguard;  /* guard pages under stacks */
+    int quit_dump;   /* SIGQUIT prints the dump (default 1) */
+} rt_debug_t;
+extern rt_debug_t rt_debug;
+void debug_parse(const char *env);
+
+/* runq.c — owner-P operations and stealing. */
+bool runq_put(p_t *p, g_t *g);           /* owner only; false if full (caller goes global) */
+void runq_put_or_global(p_t *p, g_t *g); /* owner only; half to global on overflow */
+g_t *runq_get(p_t *p);                   /* owner only; runnext first */
+bool runq_empty(p_t *p);
+uint32_t runq_steal(p_t *p, p_t *victim, bool steal_runnext); /* owner of p; into p's runq */
+g_t *runq_pop_stolen(p_t *p);
+
+/* sched.c */
+void globrunq_put_locked(g_t *g);
+void globrunq_put(g_t *g);
+g_t *globrunq_get_locked(p_t *p, uint32_t max);
+void wakep(void);
+p_t *sched_any_p(void);
+void sched_wake_for_timer(int64_t when);
+
+/* g.c */
+g_t *g_alloc(size_t stack_size);  /* sysstack */
+void *g_free_deferred(void *g);    /* sysstack: a dead g back to the pools */
+void g_destroy_all(void);          /* teardown */
+void g_entry(void *g);             /* first code a task runs */
+extern rtlock_t allg_lock;
+extern g_t **allg;
+extern size_t allg_len;
+
+/* switch.c */
+void g_switch_to(g_t *from, g_t *to); /* saves from, runs to; returns when from resumes */
+void g_switch_finish(m_t *m);         /* runs the deferred action after any switch */
+void g_execute(m_t *m, g_t *g);       /* from g0: run g until it switches back */
+void m_set_current_tls(m_t *m);
+
+/* stackpool.c */
+void *stackpool_alloc(p_t *p, size_t size);  /* sysstack or owner P; NULL on ENOMEM */
+void stackpool_free(p_t *p, void *lo, size_t size);
+void stackpool_flush_p(p_t *p);
+void stackpool_destroy(void);
+size_t stackpool_class_size(size_t size);  /* rounds up to the pooled size */
+extern _Atomic uint64_t stack_bytes_used;
+extern _Atomic uint64_t stack_bytes_pooled;
+
+/* alloc.c */
+extern _Atomic int64_t rt_mem_bytes;
+int rt_alloc_init(void);
+int rt_tcache_create(void);
+void rt_tcache_destroy(int tc);
+
+/* bindnow.c */
+void bindnow_check(void);
+
+/* dump.c */
+int dump_tasks_locked_world(FILE *out);
+const char *spawn_site_str(void *pc, char *buf, size_t len);
+
+/* preempt hooks (sysmon) */
+void sysmon_start(void);
+void sysmon_stop(void);
+
+/* netpoll hooks are in netpoll.h; timers in timer.h */
+
+#endif

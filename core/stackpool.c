@@ -1,0 +1,198 @@
+/* core/stackpool.c — task stacks: power-of-two classes from 2 KiB, per-P caches.
+ *
+ * Small classes (up to 128 KiB) are carved from 2 MiB chunks that jemalloc hands out
+ * 2 MiB-aligned and that we madvise(MADV_HUGEPAGE): a first touch of a 4 KiB page costs
+ * ~19 us on these machines, one huge page serves a thousand 2 KiB stacks. Larger
+ * classes are single jemalloc allocations. Freed stacks stay pooled (per-P cache, then
+ * the global class lists) until teardown; trimming is the gc cycle's job.
+ * Locks: stackpool.lock (rank 90) for the global lists and the chunk list; a P's cache
+ * is touched by its owner only.
+ * Rejected: one mmap per stack with a guard page — one VMA each, and the kernel's map
+ * count (65530) caps that at ~30k tasks; that mode exists as GORT_DEBUG=stackguard=1.
+ */
+#include <jemalloc/jemalloc.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "rt.h"
+#include "sched_impl.h"
+
+#define CHUNK_SIZE (2u << 20)
+#define CARVE_MAX_CLASS 6 /* 2 KiB << 6 = 128 KiB: larger classes are allocated whole */
+#define CACHE_CAP 32
+#define CACHE_BATCH 16
+
+_Atomic uint64_t stack_bytes_used;
+_Atomic uint64_t stack_bytes_pooled;
+
+static rtlock_t stackpool_lock;
+static void *free_lists[STACK_CLASSES]; /* free blocks linked through their first word */
+static char *carve_pos;                 /* bump pointer in the current chunk */
+static char *carve_end;
+static void **chunks;                   /* every chunk / large block, for teardown */
+static size_t nchunks, chunks_cap;
+
+static unsigned size_class(size_t size)
+{
+    unsigned c = 0;
+    while (((size_t)STACK_MIN_DEFAULT << c) < size)
+        c++;
+    return c;
+}
+
+size_t stackpool_class_size(size_t size)
+{
+    unsigned c = size_class(size);
+    return (size_t)STACK_MIN_DEFAULT << c;
+}
+
+static bool chunk_record(void *mem)
+{
+    if (nchunks == chunks_cap) {
+        size_t cap = chunks_cap ? chunks_cap * 2 : 64;
+        void **n = mallocx(cap * sizeof *n, 0);
+        if (!n)
+            return false;
+        if (chunks)
+            memcpy(n, chunks, nchunks * sizeof *n);
+        if (chunks)
+            dallocx(chunks, 0);
+        chunks = n;
+        chunks_cap = cap;
+    }
+    chunks[nchunks++] = mem;
+    return true;
+}
+
+static void *block_new_locked(size_t bytes)
+{
+    void *mem = mallocx(bytes, MALLOCX_ALIGN(bytes >= CHUNK_SIZE ? CHUNK_SIZE : 4096) |
+                                   MALLOCX_TCACHE_NONE);
+    if (!mem)
+        return NULL;
+    if (!chunk_record(mem)) {
+        dallocx(mem, MALLOCX_TCACHE_NONE);
+        return NULL;
+    }
+    if (bytes >= CHUNK_SIZE)
+        madvise(mem, bytes, MADV_HUGEPAGE); /* best effort: the kernel may refuse */
+    atomic_fetch_add_explicit(&rt_mem_bytes, (int64_t)sallocx(mem, 0), memory_order_relaxed);
+    return mem;
+}
+
+static void *carve_locked(size_t bytes)
+{
+    if ((size_t)(carve_end - carve_pos) < bytes) {
+        char *c = block_new_locked(CHUNK_SIZE);
+        if (!c)
+            return NULL;
+        carve_pos = c;
+        carve_end = c + CHUNK_SIZE;
+    }
+    void *b = carve_pos;
+    carve_pos += bytes;
+    return b;
+}
+
+/* Takes up to want blocks of class c from the global pool into out[]; sysstack. */
+static unsigned global_take(unsigned c, void **out, unsigned want)
+{
+    size_t bytes = (size_t)STACK_MIN_DEFAULT << c;
+    unsigned n = 0;
+    rtlock_acquire(&stackpool_lock);
+    while (n < want && free_lists[c]) {
+        void *b = free_lists[c];
+        free_lists[c] = *(void **)b;
+        out[n++] = b;
+    }
+    while (n < want) {
+        void *b = c <= CARVE_MAX_CLASS ? carve_locked(bytes) : block_new_locked(bytes);
+        if (!b)
+            break;
+        out[n++] = b;
+        atomic_fetch_add_explicit(&stack_bytes_pooled, bytes, memory_order_relaxed);
+    }
+    rtlock_release(&stackpool_lock);
+    return n;
+}
+
+static void global_give(unsigned c, void **blocks, unsigned n)
+{
+    rtlock_acquire(&stackpool_lock);
+    for (unsigned i = 0; i < n; i++) {
+        *(void **)blocks[i] = free_lists[c];
+        free_lists[c] = blocks[i];
+    }
+    rtlock_release(&stackpool_lock);
+}
+
+/* Returns a block of stackpool_class_size(size) bytes. p: the caller's P (owner) or
+ * NULL. Context: sysstack (may take stackpool.lock and call jemalloc). */
+void *stackpool_alloc(p_t *p, size_t size)
+{
+    unsigned c = size_class(size);
+    if (c >= STACK_CLASSES)
+        return NULL;
+    size_t bytes = (size_t)STACK_MIN_DEFAULT << c;
+    void *b = NULL;
+    if (p) {
+        if (p->stack_cache_n[c] == 0)
+            p->stack_cache_n[c] = (uint8_t)global_take(c, p->stack_cache[c],
+                                                       c <= CARVE_MAX_CLASS ? CACHE_BATCH : 1);
+        if (p->stack_cache_n[c] > 0)
+            b = p->stack_cache[c][--p->stack_cache_n[c]];
+    } else if (global_take(c, &b, 1) != 1) {
+        b = NULL;
+    }
+    if (b) {
+        atomic_fetch_add_explicit(&stack_bytes_used, bytes, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&stack_bytes_pooled, bytes, memory_order_relaxed);
+    }
+    return b;
+}
+
+/* Gives a block back. Context: sysstack or owner P. */
+void stackpool_free(p_t *p, void *lo, size_t size)
+{
+    unsigned c = size_class(size);
+    size_t bytes = (size_t)STACK_MIN_DEFAULT << c;
+    atomic_fetch_sub_explicit(&stack_bytes_used, bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&stack_bytes_pooled, bytes, memory_order_relaxed);
+    if (p && c <= CARVE_MAX_CLASS) {
+        if (p->stack_cache_n[c] == CACHE_CAP) {
+            global_give(c, &p->stack_cache[c][CACHE_CAP - CACHE_BATCH], CACHE_BATCH);
+            p->stack_cache_n[c] -= CACHE_BATCH;
+        }
+        p->stack_cache[c][p->stack_cache_n[c]++] = lo;
+        return;
+    }
+    global_give(c, &lo, 1);
+}
+
+/* Moves a P's cached stacks to the global lists (teardown, or a P going away). */
+void stackpool_flush_p(p_t *p)
+{
+    for (unsigned c = 0; c < STACK_CLASSES; c++) {
+        if (p->stack_cache_n[c])
+            global_give(c, p->stack_cache[c], p->stack_cache_n[c]);
+        p->stack_cache_n[c] = 0;
+    }
+}
+
+/* Frees every chunk and block; all stacks must be back (teardown, single-threaded). */
+void stackpool_destroy(void)
+{
+    for (size_t i = 0; i < nchunks; i++) {
+        atomic_fetch_sub_explicit(&rt_mem_bytes, (int64_t)sallocx(chunks[i], 0),
+                                  memory_order_relaxed);
+        dallocx(chunks[i], MALLOCX_TCACHE_NONE);
+    }
+    if (chunks)
+        dallocx(chunks, 0);
+    chunks = NULL;
+    nchunks = chunks_cap = 0;
+    memset(free_lists, 0, sizeof free_lists);
+    carve_pos = carve_end = NULL;
+    atomic_store_explicit(&stack_bytes_used, 0, memory_order_relaxed);
+    atomic_store_explicit(&stack_bytes_pooled, 0, memory_order_relaxed);
+}

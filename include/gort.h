@@ -1,0 +1,261 @@
+/* gort.h — the one public header of gort, a goroutine runtime for C.
+ *
+ * Conventions (docs/errors.md says each code once):
+ *  - Calls return 0 (or a count) or a negative errno; a failed call changed nothing.
+ *  - "blocks": may park the calling task until something happens.
+ *  - "switches": may run other tasks on this thread before returning.
+ *  - "moves": the calling task's stack may move (grow) during the call; pointers into it
+ *    held in the task's own frames are relocated, pointers stored elsewhere are not.
+ *  - Calls that need a task return -EPERM outside one (or do nothing, for void calls).
+ *  - An object two tasks share (mutex, channel, buffer) lives in the heap or in a global,
+ *    never on one task's stack: stacks move.
+ */
+#ifndef GORT_H
+#define GORT_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define GORT_API __attribute__((visibility("default")))
+#else
+#define GORT_API
+#endif
+
+/* ---------------------------------------------------------------- runtime */
+
+enum { GORT_PREEMPT_ASYNC = 0, GORT_PREEMPT_COOP = 1, GORT_PREEMPT_OFF = 2 };
+
+typedef struct gort_config {
+    int procs;             /* number of Ps; 0 = online CPUs (env GORT_PROCS wins) */
+    size_t stack_min;      /* initial task stack; 0 = 2048 */
+    size_t stack_max;      /* growth limit per task; 0 = 1 GiB */
+    size_t main_stack;     /* main task's initial stack; 0 = 64 KiB */
+    uint32_t timeslice_us; /* preemption slice; 0 = 10000 (env GORT_TIMESLICE_US wins) */
+    int preempt;           /* GORT_PREEMPT_ASYNC (default) | _COOP | _OFF */
+} gort_config_t;
+
+/* Runs main_fn(arg) as the main task on a fresh runtime and returns when it returns (0;
+ * tasks still alive are discarded, as when a Go main returns), or -EDEADLK after printing
+ * "all tasks are asleep - deadlock!" and the task dump when every task is blocked
+ * forever. Tears everything down, so it can run again. -EINVAL: bad config or NULL fn;
+ * -EBUSY: called while a runtime is running; -ENOMEM, -EAGAIN: resources. */
+GORT_API int gort_run(void (*main_fn)(void *), void *arg, const gort_config_t *cfg /*NULL ok*/);
+
+/* ------------------------------------------------------------------ tasks */
+
+/* Spawns fn(arg) as a new task; it runs later, on any thread. Does not block or switch.
+ * -EINVAL: NULL fn; -EPERM: outside a task; -ENOMEM: no memory (fn never runs). */
+GORT_API int gort_go(void (*fn)(void *), void *arg);
+/* As gort_go, but copies size bytes at args into the task's own memory (freed when the
+ * task ends) and passes fn the copy. -EINVAL: NULL fn, or size > 0 with NULL args. */
+GORT_API int gort_go_with(void (*fn)(void *), const void *args, size_t size);
+typedef struct gort_go_opts {
+    const char *name; /* shown in dumps and leak reports; copied; NULL ok */
+    size_t stack_min; /* initial stack of this task; 0 = the runtime's */
+    size_t args_size; /* > 0: copy args_size bytes at arg, as gort_go_with */
+} gort_go_opts_t;
+GORT_API int gort_go_opts(const gort_go_opts_t *o /*NULL ok*/, void (*fn)(void *), void *arg);
+
+GORT_API void gort_yield(void);        /* switches: lets other runnable tasks run */
+GORT_API void gort_sleep(int64_t ns);  /* blocks for at least ns (<= 0: yields) */
+GORT_API int64_t gort_now(void);       /* monotonic ns; anywhere */
+GORT_API uint64_t gort_self(void);     /* task id (1 = main task), 0 outside a task */
+GORT_API void gort_exit(void);         /* ends the calling task; never returns in a task */
+GORT_API size_t gort_ntasks(void);     /* live tasks; 0 when no runtime runs */
+/* Pins the calling task to its current thread (thread-locals stay valid) until the
+ * matching unlock; nestable. */
+GORT_API void gort_lock_thread(void);
+GORT_API void gort_unlock_thread(void);
+/* No asynchronous preemption inside (e.g. while holding an OS lock); nestable. */
+GORT_API void gort_nopreempt_begin(void);
+GORT_API void gort_nopreempt_end(void);
+
+/* --------------------------------------------------------------- channels */
+
+typedef struct gort_chan gort_chan_t;
+/* A channel of capacity elements of elem_size bytes (0 = unbuffered); NULL on no memory.
+ * Needs no task. elem_size may be 0 (signals only). */
+GORT_API gort_chan_t *gort_chan_make(size_t elem_size, size_t capacity);
+/* blocks, switches. Copies elem_size bytes from elem. -EPIPE: closed (at once, or
+ * closed while waiting); -EINVAL: NULL channel, or NULL elem with elem_size > 0. */
+GORT_API int gort_chan_send(gort_chan_t *c, const void *elem);
+/* blocks, switches. Copies into out (NULL ok: value dropped). -EPIPE: closed and empty. */
+GORT_API int gort_chan_recv(gort_chan_t *c, void *out /*NULL ok*/);
+GORT_API int gort_chan_try_send(gort_chan_t *c, const void *elem); /* -EAGAIN, -EPIPE */
+GORT_API int gort_chan_try_recv(gort_chan_t *c, void *out /*NULL ok*/); /* -EAGAIN, -EPIPE */
+/* Wakes every blocked receiver and sender (-EPIPE); buffered values stay receivable.
+ * -EPIPE: already closed; -EINVAL: NULL. Does not block. */
+GORT_API int gort_chan_close(gort_chan_t *c);
+/* Frees c: 0, or -EBUSY (nothing freed) while tasks are blocked on it; NULL ok. */
+GORT_API int gort_chan_free(gort_chan_t *c);
+GORT_API size_t gort_chan_len(const gort_chan_t *c); /* buffered values now; 0 for NULL */
+GORT_API size_t gort_chan_cap(const gort_chan_t *c);
+
+enum { GORT_SEND = 1, GORT_RECV = 2 };
+typedef struct gort_case {
+    gort_chan_t *chan; /* in: NULL = this case never proceeds */
+    int op;            /* in: GORT_SEND | GORT_RECV */
+    void *elem;        /* in: value to send / where to receive (NULL ok for recv) */
+    int result;        /* out: 0, or -EPIPE (closed) for the case that proceeded */
+} gort_case_t;
+/* Waits until one case can proceed and performs it; returns its index (uniformly random
+ * among ready cases), -ETIMEDOUT when timeout_ns passes first (0 = never block, < 0 =
+ * forever; n == 0 with timeout < 0 blocks forever), -EINVAL for a bad op, n too large
+ * (> 65536) or NULL cases with n > 0. blocks, switches. */
+GORT_API int gort_select(gort_case_t *cases, size_t n, int64_t timeout_ns);
+
+/* ------------------------------------------------------------------- sync */
+/* Zero-initialised memory is a valid unlocked/empty object; embeddable; no owners
+ * (any task may unlock). Never on any global list. Must not live on a task stack when
+ * shared. The lock calls block and switch; nothing here moves a stack. */
+typedef struct gort_mutex { uint64_t opaque_[4]; } gort_mutex_t;
+GORT_API void gort_mutex_lock(gort_mutex_t *mu);
+GORT_API int gort_mutex_trylock(gort_mutex_t *mu); /* 0 or -EBUSY */
+GORT_API void gort_mutex_unlock(gort_mutex_t *mu);  /* unlocking an unlocked mutex: fatal */
+
+typedef struct gort_rwmutex { uint64_t opaque_[12]; } gort_rwmutex_t;
+GORT_API void gort_rwmutex_rlock(gort_rwmutex_t *rw);
+GORT_API void gort_rwmutex_runlock(gort_rwmutex_t *rw);
+GORT_API void gort_rwmutex_lock(gort_rwmutex_t *rw);
+GORT_API void gort_rwmutex_unlock(gort_rwmutex_t *rw);
+
+typedef struct gort_cond { uint64_t opaque_[4]; } gort_cond_t;
+GORT_API void gort_cond_wait(gort_cond_t *cv, gort_mutex_t *mu); /* unlocks, waits, relocks */
+GORT_API void gort_cond_signal(gort_cond_t *cv);
+GORT_API void gort_cond_broadcast(gort_cond_t *cv);
+
+typedef struct gort_wg { uint64_t opaque_[4]; } gort_wg_t;
+GORT_API int gort_wg_add(gort_wg_t *wg, int64_t n); /* -ERANGE: count would go negative */
+GORT_API int gort_wg_done(gort_wg_t *wg);           /* add(-1) */
+GORT_API void gort_wg_wait(gort_wg_t *wg);          /* blocks until the count is 0 */
+
+typedef struct gort_once { uint64_t opaque_[6]; } gort_once_t;
+GORT_API void gort_once(gort_once_t *o, void (*fn)(void)); /* fn runs once; others wait */
+
+/* ------------------------------------------------- time and cancellation */
+
+/* A channel (elem int64_t, capacity 1) that receives gort_now() once, ns from now.
+ * The caller frees it with gort_chan_free after the value came (or when no longer
+ * needed and the timer has fired). NULL on no memory. */
+GORT_API gort_chan_t *gort_after(int64_t ns);
+
+typedef struct gort_ctx gort_ctx_t;
+GORT_API gort_ctx_t *gort_ctx_with_cancel(gort_ctx_t *parent /*NULL = background*/);
+GORT_API gort_ctx_t *gort_ctx_with_timeout(gort_ctx_t *parent /*NULL ok*/, int64_t ns);
+GORT_API void gort_ctx_cancel(gort_ctx_t *ctx);          /* cancels ctx and its children */
+GORT_API gort_chan_t *gort_ctx_done(gort_ctx_t *ctx);    /* closed when cancelled */
+GORT_API int gort_ctx_err(gort_ctx_t *ctx);              /* 0, -ECANCELED, -ETIMEDOUT */
+GORT_API void gort_ctx_free(gort_ctx_t *ctx);            /* cancels, detaches, frees */
+
+/* ---------------------------------------------------- I/O, blocking calls */
+
+/* Like read/write/accept/connect on any fd, but park only the task while the fd is not
+ * ready (the fd is put in non-blocking mode). Return -errno on failure. blocks. */
+GORT_API ssize_t gort_read(int fd, void *buf, size_t n);
+GORT_API ssize_t gort_write(int fd, const void *buf, size_t n);
+GORT_API int gort_accept(int fd, struct sockaddr *a /*NULL ok*/, socklen_t *l /*NULL ok*/);
+GORT_API int gort_connect(int fd, const struct sockaddr *a, socklen_t l);
+/* Waits until fd is ready for events (POLLIN/POLLOUT): returns the ready events,
+ * -ETIMEDOUT, or -errno. */
+GORT_API int gort_wait_fd(int fd, int events, int64_t timeout_ns);
+/* Bracket a call that may block the thread in the kernel: the thread's processor goes
+ * on running other tasks meanwhile. */
+GORT_API void gort_syscall_enter(void);
+GORT_API void gort_syscall_exit(void);
+
+/* ----------------------------------------------------------------- stacks */
+
+/* The stack guard of the running task (0 outside a task). Read only by GORT_FRAME. */
+extern __thread uintptr_t gort_tls_stackguard
+    __attribute__((tls_model("initial-exec"), visibility("default")));
+/* Entered by GORT_FRAME's slow path only (all registers preserved). */
+GORT_API void gort_morestack(void);
+
+#if defined(__x86_64__)
+/* Three instructions on the fast path: load the guard, compare, branch. The slow path is
+ * an inline-asm call below the red zone to a trampoline that preserves every register,
+ * so the compiler needs to spill nothing around it. */
+#define GORT_FRAME_CHECK_()                                                        \
+    __asm__ volatile("movq gort_tls_stackguard@gottpoff(%%rip), %%r11\n\t"         \
+                     "cmpq %%fs:(%%r11), %%rsp\n\t"                                  \
+                     "jb 2f\n"                                                       \
+                     "1:\n\t"                                                        \
+                     ".pushsection .text.unlikely,\"ax\",@progbits\n"                \
+                     "2:\n\t"                                                        \
+                     "leaq -128(%%rsp), %%rsp\n\t"                                   \
+                     "call gort_morestack@PLT\n\t"                                   \
+                     "leaq 128(%%rsp), %%rsp\n\t"                                    \
+                     "jmp 1b\n\t"                                                    \
+                     ".popsection"                                                   \
+                     ::: "r11", "cc", "memory")
+#else
+#error "gort: GORT_FRAME is implemented for x86-64 only so far"
+#endif
+
+/* First statement of a task function: checks the stack and, when short, grows it (or
+ * yields, when the scheduler asked the task to). GORT_FRAME(a, b) also names pointer
+ * locals/parameters that may point into the task's stack (frame maps: see
+ * stackmap/README.md); GORT_FRAME() only checks. moves, switches. */
+#define GORT_FRAME(...) GORT_FRAME_CHECK_()
+/* In a frame: the variable x never holds a stack pointer (never relocated). */
+#define GORT_NOPTR(x) ((void)sizeof(x))
+
+/* Grows the stack now so that `bytes` are free below the caller. moves.
+ * -ENOSYS until stack growth is built; -E2BIG past stack_max; -EPERM outside a task. */
+GORT_API int gort_stack_reserve(size_t bytes);
+/* Runs fn(arg) on the thread's large system stack and returns its result; for deep
+ * uninstrumented code (stdio, getaddrinfo, qsort). fn must not call blocking gort calls.
+ * Outside a task it simply calls fn. */
+GORT_API void *gort_on_system_stack(void *(*fn)(void *), void *arg);
+
+/* ------------------------------------------------------ introspection, leaks */
+
+typedef struct gort_stats {
+    uint64_t tasks_live;     /* tasks not yet finished */
+    uint64_t tasks_created;  /* since gort_run started */
+    uint64_t switches;       /* task switches */
+    uint64_t steals;         /* successful run-queue steals */
+    uint64_t preempt_async;  /* asynchronous preemptions */
+    uint64_t preempt_coop;   /* cooperative preemptions (guard poisoned) */
+    uint64_t stack_grows;
+    uint64_t stack_shrinks;
+    uint64_t stack_bytes;    /* bytes of stack currently held by tasks */
+    uint64_t stack_pool_bytes; /* bytes of free stacks kept in the pool */
+    uint64_t procs;          /* Ps */
+    uint64_t threads;        /* Ms started */
+    uint64_t reserved_[20];
+} gort_stats_t;
+GORT_API void gort_stats(gort_stats_t *out); /* zeroes when no runtime runs */
+
+/* Prints every task: id, name, state, wait reason and object, blocked for, spawn site
+ * (also on SIGQUIT). Returns the number of tasks printed, or -EINVAL for NULL. */
+GORT_API int gort_dump_tasks(FILE *out);
+
+typedef struct gort_leak {
+    uint64_t id;
+    const char *name;       /* NULL if unnamed */
+    const char *wait;       /* "chan receive", "select", "mutex lock", ... */
+    const void *object;     /* what it waits on */
+    int64_t blocked_ns;
+    const char *spawn_site; /* "fn+0x12 (file:line)" */
+} gort_leak_t;
+/* Runs the leak detector now; fills up to max entries; returns the count of leaked
+ * tasks, or -ENOSYS until the detector is built. */
+GORT_API int gort_leaks(gort_leak_t *out, size_t max);
+/* For test teardown: prints a report to `report` (NULL ok) and returns the number of
+ * leaked tasks (0 = none), or -ENOSYS until the detector is built. */
+GORT_API int gort_leakcheck(FILE *report);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* GORT_H */

@@ -1,0 +1,3 @@
+module gortperf
+
+go 1.19

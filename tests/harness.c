@@ -1,0 +1,54 @@
+/* tests/harness.c — helpers shared by the Check suites (tests/internal.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "sched_impl.h"
+
+size_t rt_mem_live(void)
+{
+    return (size_t)atomic_load_explicit(&rt_mem_bytes, memory_order_relaxed);
+}
+
+void test_run_cfg(void (*fn)(void *), void *arg, const gort_config_t *cfg, int want)
+{
+    size_t before = rt_mem_live();
+    int rc = gort_run(fn, arg, cfg);
+    ck_assert_int_eq(rc, want);
+    ck_assert_uint_eq(rt_mem_live(), before);
+}
+
+void test_run(void (*fn)(void *), void *arg, int procs, int want)
+{
+    gort_config_t cfg = {0};
+    const char *env = getenv("GORT_PROCS");
+    cfg.procs = procs > 0 && !(env && *env) ? procs : 0;
+    test_run_cfg(fn, arg, &cfg, want);
+}
+
+uint64_t test_seed(const char *test_name, uint64_t fallback)
+{
+    const char *env = getenv("GORT_TEST_SEED");
+    uint64_t seed = env && *env ? strtoull(env, NULL, 0) : fallback;
+    fprintf(stderr, "%s: seed %llu (replay with GORT_TEST_SEED=%llu)\n", test_name,
+            (unsigned long long)seed, (unsigned long long)seed);
+    return seed;
+}
+
+uint64_t test_rand(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+int test_main(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,35 @@
+/* tests/internal.h — what the Check suites may use beyond gort.h: a few runtime
+ * internals (core/rt.h) and the harness helpers below. */
+#ifndef GORT_TESTS_INTERNAL_H
+#define GORT_TESTS_INTERNAL_H
+
+#include <check.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "gort.h"
+#include "core/rt.h"
+
+/* Stack size for test tasks that call ck_assert (its failure path formats text). */
+#define TEST_STACK (64 * 1024)
+
+/* Runs fn(arg) as the main task of a fresh runtime with cfg (NULL: defaults, procs from
+ * GORT_PROCS or `procs` when > 0) and asserts gort_run returned `want`. Afterwards it
+ * asserts that every byte of runtime memory and stack went back (rt_mem_live() == 0). */
+void test_run(void (*fn)(void *), void *arg, int procs, int want);
+void test_run_cfg(void (*fn)(void *), void *arg, const gort_config_t *cfg, int want);
+
+/* The seed of a randomised test: GORT_TEST_SEED from the environment, else a fixed
+ * default per call site; printed to stderr so a failure can be replayed. */
+uint64_t test_seed(const char *test_name, uint64_t fallback);
+/* splitmix64: a small, fast PRNG for tests (state is the caller's). */
+uint64_t test_rand(uint64_t *state);
+
+/* Runs a test suite the standard way; returns the process exit code for main(). */
+int test_main(Suite *s);
+
+/* Bytes of runtime-owned memory (records, channels, stacks) currently allocated;
+ * 0 when no runtime runs and everything was given back. */
+size_t rt_mem_live(void);
+
+#endif
