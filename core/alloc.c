@@ -9,6 +9,7 @@
 #include <jemalloc/jemalloc.h>
 #include <string.h>
 
+#include "gc/gc.h"
 #include "rt.h"
 #include "sched_impl.h"
 
@@ -21,7 +22,10 @@ int rt_alloc_init(void)
     if (rt_arena_ok)
         return 0;
     size_t sz = sizeof rt_arena;
-    if (mallctl("arenas.create", &rt_arena, &sz, NULL, 0) != 0)
+    /* gc/heapmap.c's extent hooks record every range the arena maps (NULL: defaults) */
+    void *hooks = heap_extent_hooks();
+    if (mallctl("arenas.create", &rt_arena, &sz, hooks ? &hooks : NULL,
+                hooks ? sizeof hooks : 0) != 0)
         return -ENOMEM;
     rt_arena_ok = true;
     return 0;
@@ -33,14 +37,14 @@ struct alloc_req {
     void *ptr;
 };
 
-/* The runtime arena is used only with an explicit tcache (one per M) or none: the
- * thread's automatic tcache caches regions of any arena and would mix the program's
- * memory with the runtime's. */
+/* The runtime arena is used without a tcache. The thread's automatic tcache caches
+ * regions of any arena and would mix the program's memory with the runtime's; an
+ * explicit tcache (tcache.create) lives in arena 0, i.e. in memory the leak detector
+ * scans as the program's, and its bins keep stale pointers to runtime objects it handed
+ * out, which would mark every channel reachable (gc/README.md). */
 static int rt_flags(void)
 {
-    m_t *m = m_self();
-    int tc = m && m->rt_tcache >= 0 ? MALLOCX_TCACHE(m->rt_tcache) : MALLOCX_TCACHE_NONE;
-    return tc | (rt_arena_ok ? MALLOCX_ARENA(rt_arena) : 0);
+    return MALLOCX_TCACHE_NONE | (rt_arena_ok ? MALLOCX_ARENA(rt_arena) : 0);
 }
 
 int rt_tcache_create(void)
@@ -63,9 +67,11 @@ static void *alloc_on_sysstack(void *arg)
     struct alloc_req *r = arg;
     int flags = MALLOCX_ZERO | rt_flags() | (r->align ? MALLOCX_ALIGN(r->align) : 0);
     r->ptr = mallocx(r->size ? r->size : 1, flags);
-    if (r->ptr)
-        atomic_fetch_add_explicit(&rt_mem_bytes, (int64_t)sallocx(r->ptr, 0),
-                                  memory_order_relaxed);
+    if (r->ptr) {
+        size_t usable = sallocx(r->ptr, 0);
+        atomic_fetch_add_explicit(&rt_mem_bytes, (int64_t)usable, memory_order_relaxed);
+        heap_obj_add(r->ptr, usable); /* gc: a pointer inside it finds it */
+    }
     return NULL;
 }
 
@@ -83,6 +89,7 @@ void *rt_alloc_aligned(size_t size, size_t align)
 
 static void *free_on_sysstack(void *ptr)
 {
+    heap_obj_del(ptr);
     atomic_fetch_sub_explicit(&rt_mem_bytes, (int64_t)sallocx(ptr, 0), memory_order_relaxed);
     dallocx(ptr, rt_flags());
     return NULL;

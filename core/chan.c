@@ -23,6 +23,7 @@
  *    (try_ variants and close are meant for timer callbacks and foreign threads).
  */
 #include "chan.h"
+#include "gc/gc.h"
 
 /* Largest channel block: keeps size arithmetic far from overflow. */
 #define CHAN_MAX_BYTES ((size_t)1 << 40)
@@ -109,6 +110,10 @@ static __attribute__((noinline)) int chan_send_block(gort_chan_t *c, const void 
     /* Woken by a receiver (success) or by close; either removed w from the queue. */
     g->waiting = NULL;
     g->wait_param = NULL;
+    if (unlikely(g->gc_flags & GC_CANCELLED)) { /* leak recovery (gc/leakcheck.c) */
+        g->gc_flags &= ~(uint32_t)GC_CANCELLED;
+        return -ECANCELED;
+    }
     return w.success ? 0 : -EPIPE;
 }
 
@@ -126,6 +131,10 @@ static __attribute__((noinline)) int chan_recv_block(gort_chan_t *c, void *out)
     g_park(&c->lock, WAIT_CHAN_RECV, c);
     g->waiting = NULL;
     g->wait_param = NULL;
+    if (unlikely(g->gc_flags & GC_CANCELLED)) { /* leak recovery (gc/leakcheck.c) */
+        g->gc_flags &= ~(uint32_t)GC_CANCELLED;
+        return -ECANCELED;
+    }
     return w.success ? 0 : -EPIPE;
 }
 

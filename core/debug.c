@@ -165,9 +165,22 @@ void debug_parse(const char *env)
                 known = true;
             }
         }
-        /* Knobs of modules not built yet (leakcheck, stackreloc) are accepted quietly. */
-        if (!known && !(nlen == 9 && !memcmp(s, "leakcheck", 9)) &&
-            !(nlen == 10 && !memcmp(s, "stackreloc", 10)))
+        /* leakcheck=report|exit|cancel (gc/): words, not numbers */
+        if (nlen == 9 && !memcmp(s, "leakcheck", 9)) {
+            static const char *const words[] = {"off", "report", "exit", "cancel"};
+            size_t vlen = eq ? len - nlen - 1 : 0;
+            rt_debug.leakcheck = eq ? -1 : 1;
+            for (int w = 0; w < 4 && eq; w++)
+                if (strlen(words[w]) == vlen && !memcmp(words[w], eq + 1, vlen))
+                    rt_debug.leakcheck = w;
+            if (rt_debug.leakcheck < 0) {
+                dbg_print("gort: GORT_DEBUG: leakcheck wants report|exit|cancel\n");
+                rt_debug.leakcheck = 1;
+            }
+            known = true;
+        }
+        /* Knobs of modules not built yet (stackreloc) are accepted quietly. */
+        if (!known && !(nlen == 10 && !memcmp(s, "stackreloc", 10)))
             dbg_print("gort: GORT_DEBUG: unknown knob '%s'\n", s);
         s = end ? end + 1 : s + len;
     }

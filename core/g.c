@@ -55,7 +55,7 @@ static void g_set_stack(g_t *g, void *lo, size_t size)
 {
     g->stack_lo = (uintptr_t)lo;
     g->stack_hi = (uintptr_t)lo + size;
-    g->stackguard = g->stack_lo + (size > 2 * STACK_SLACK ? STACK_SLACK : size / 4);
+    g->stackguard = g->stack_lo + (size >= 2 * STACK_SLACK ? STACK_SLACK : size / 4);
     *(uint64_t *)g->stack_lo = STACK_CANARY;
 }
 
@@ -67,12 +67,13 @@ g_t *g_alloc(size_t stack_size)
     size_t want = stackpool_class_size(stack_size);
     g_t *g = NULL;
     if (p && want == sched.stack_min) {
-        if (!p->gfree && sched.gfree) {
+        /* relaxed hint read; the list itself is taken under sched.lock */
+        if (!p->gfree && __atomic_load_n(&sched.gfree, __ATOMIC_RELAXED)) {
             /* refill from the global list */
             rtlock_acquire(&sched.lock);
             while (sched.gfree && p->ngfree < GFREE_LOCAL_MAX / 2) {
                 g_t *x = sched.gfree;
-                sched.gfree = x->schedlink;
+                __atomic_store_n(&sched.gfree, x->schedlink, __ATOMIC_RELAXED);
                 sched.ngfree--;
                 x->schedlink = p->gfree;
                 p->gfree = x;
@@ -140,7 +141,7 @@ void *g_free_deferred(void *arg)
     g->lock_thread = 0;
     g->locked_m = NULL;
     g->nopreempt = 0;
-    g->preempt = false;
+    __atomic_store_n(&g->preempt, false, __ATOMIC_RELAXED); /* sysmon may set it racily */
     g->m = NULL;
     atomic_store_explicit(&g->status, G_IDLE, memory_order_relaxed);
     size_t size = g->stack_hi - g->stack_lo;
@@ -164,7 +165,7 @@ void *g_free_deferred(void *arg)
                 p->gfree = x->schedlink;
                 p->ngfree--;
                 x->schedlink = sched.gfree;
-                sched.gfree = x;
+                __atomic_store_n(&sched.gfree, x, __ATOMIC_RELAXED);
                 sched.ngfree++;
             }
             rtlock_release(&sched.lock);
@@ -172,7 +173,7 @@ void *g_free_deferred(void *arg)
     } else {
         rtlock_acquire(&sched.lock);
         g->schedlink = sched.gfree;
-        sched.gfree = g;
+        __atomic_store_n(&sched.gfree, g, __ATOMIC_RELAXED);
         sched.ngfree++;
         rtlock_release(&sched.lock);
     }
@@ -232,12 +233,17 @@ static __attribute__((noreturn)) void g_exit_current(void)
     /* Straight to the next task when there is one: exit + start is one switch. */
     g_t *next = NULL;
     if (m->p && !rt_debug.migrate && !atomic_load_explicit(&sched.stopping, memory_order_relaxed) &&
-        ++m->p->schedtick % 61 != 0) {
+        --m->p->fast_budget != 0) {
+        __atomic_store_n(&m->p->schedtick, m->p->schedtick + 1, __ATOMIC_RELAXED);
         next = runq_get(m->p);
         if (next && next->locked_m && next->locked_m != m) {
             m->nextg = next;
             next = NULL;
         }
+    }
+    if (!next && m->p && m->p->fast_budget == 0) {
+        m->p->fast_budget = 61;
+        m->p->check_global = true;
     }
     g_switch_to(g, next ? next : &m->g0);
     gort_throw("g_exit: dead task resumed");
@@ -357,6 +363,10 @@ static int g_spawn(const gort_go_opts_t *o, void (*fn)(void *), void *arg, void 
         runq_put_or_global(m->p, old);
     m->p->n_created++;
     wakep();
+    /* A runtime call is a cooperative preemption point: a task spawning in a loop must
+     * not run a whole queue's worth of work (and memory) ahead of its children. */
+    if (unlikely(__atomic_load_n(&m->curg->preempt, __ATOMIC_RELAXED)))
+        preempt_yield();
     return 0;
 }
 

@@ -34,7 +34,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -243,39 +242,6 @@ static int io_wait_fd_blocking(int fd, int events, int64_t timeout_ns)
         if (deadline >= 0 && gort_now() >= deadline)
             return -ETIMEDOUT;
     }
-}
-
-/* ---------------------------------------------------------- lazy binding */
-
-/* Resolves, on the caller's (big) stack, the PLT slots of the libc calls that task-side
- * code makes. With lazy binding the first call through a slot runs the dynamic
- * linker's resolver, which saves the whole xsave area on the stack: measured ~2.9 KiB
- * here, more than a 2 KiB task stack has, so a task's first gort_write overflowed it.
- * Each call below fails at once (bad fd) but binds its slot; the process keeps the
- * binding. Builds linked with -Wl,-z,now do not need it. Called by netpoll_init, not
- * on a task stack. */
-void io_bind_now(void)
-{
-    static bool bound;
-    if (bound)
-        return;
-    int saved_errno = errno;
-    char c;
-    struct epoll_event ev = {0};
-    socklen_t len = 0;
-    (void)!recv(-1, &c, 0, MSG_DONTWAIT);
-    (void)!send(-1, &c, 0, MSG_DONTWAIT);
-    (void)!read(-1, &c, 0);
-    (void)!write(-1, &c, 0);
-    (void)!fcntl(-1, F_GETFL);
-    (void)!poll(NULL, 0, 0);
-    (void)!accept4(-1, NULL, NULL, 0);
-    (void)!connect(-1, NULL, 0);
-    (void)!getsockopt(-1, SOL_SOCKET, SO_ERROR, &c, &len);
-    (void)!getpeername(-1, NULL, &len);
-    (void)!epoll_ctl(-1, EPOLL_CTL_ADD, -1, &ev);
-    errno = saved_errno;
-    bound = true;
 }
 
 /* ------------------------------------------------------------- public calls */

@@ -84,7 +84,6 @@ int netpoll_init(void)
 {
     if (atomic_load_explicit(&np.epfd, memory_order_relaxed) >= 0)
         return 0;
-    io_bind_now();
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
         return -errno;

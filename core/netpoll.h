@@ -121,11 +121,6 @@ polldesc_t *polldesc_find(int fd);
  * watch). A return of 0 only says "try again": the caller retries its I/O. */
 int netpoll_wait(polldesc_t *pd, uint32_t mode, io_seq_t seq, int64_t deadline);
 
-/* Binds the PLT slots of the libc calls core/io.c and this file make on task stacks
- * (lazy binding would cost ~2.9 KiB of a 2 KiB stack on each first call). Called by
- * netpoll_init; any context but a task stack. */
-void io_bind_now(void);
-
 /* For a stack mover: the record that was at `old` has been copied to `w` (the task is
  * parked, so nothing changed it). Repoints its neighbours at the new place. Caller holds
  * w->pd->lock or the world is stopped. g->waiting and the timer (see the file head) are

@@ -25,6 +25,15 @@
 #define RT_COLD __attribute__((noinline, cold))
 #define CACHE_LINE 64
 
+/* Invariant checks that cost more than a compare on hot paths are compiled in checked
+ * builds only (-DGORT_CHECKS=ON; on in the sanitizer builds): the code is always
+ * compiled, and dead when the constant is 0. */
+#if defined(GORT_CHECKS_ON)
+#define GORT_DEBUG_BUILD 1
+#else
+#define GORT_DEBUG_BUILD 0
+#endif
+
 typedef struct g g_t;
 typedef struct m m_t;
 typedef struct p p_t;
@@ -110,6 +119,8 @@ struct g {
     void *tsan_fiber;     /* TSan builds only */
     void *asan_fake_stack;/* ASan builds only */
     void *xsave;          /* vector state of a preempted task; allocated on first need */
+    uint32_t gc_flags;    /* GC_* (gc/gc.h): set by the gc with the world stopped before
+                           * g_ready; read and cleared by the task itself when it resumes */
 };
 
 /* ------------------------------------------------------------------ P */
@@ -127,9 +138,15 @@ struct p {
     g_t *_Atomic runnext; /* readied by the running task; runs next, inherits the slice */
 
     _Alignas(CACHE_LINE) int id;
-    m_t *m;               /* M holding it; NULL when idle or in syscall hand-off */
+    m_t *m;               /* M holding it; NULL when idle or in syscall hand-off;
+                           * written under sched.lock, read by sysmon (relaxed) */
     p_t *link;            /* idle list; sched.lock */
-    uint32_t schedtick;   /* schedules on this P; owner */
+    uint32_t schedtick;   /* schedules on this P; owner writes, sysmon reads (relaxed
+                           * atomics on both sides: a stale value only delays a
+                           * preemption request) */
+    uint32_t fastrand;    /* steal-order PRNG state; owner */
+    uint32_t fast_budget; /* fast handoffs left before a trip through g0; owner */
+    bool check_global;    /* the fast path ran out: g0 looks at the global runq first */
     _Atomic uint32_t status; /* P_IDLE, P_RUNNING */
 
     g_t *gfree;           /* dead tasks with their 2 KiB stacks, for reuse; owner */
@@ -151,7 +168,8 @@ struct p {
 
 struct m {
     g_t g0;               /* the thread's own stack (scheduler, sysstack calls) */
-    g_t *curg;            /* task running on this M, or NULL on g0 */
+    g_t *curg;            /* task running on this M (also during its sysstack calls),
+                           * or NULL on g0; owner writes, sysmon reads (relaxed) */
     p_t *p;               /* P held, NULL when idle or in a syscall */
     p_t *oldp;            /* P given up at gort_syscall_enter, wanted back at exit */
     int id;
@@ -177,6 +195,10 @@ struct m {
     int defer_kind;       /* DEFER_* */
     g_t *defer_g;
     rtlock_t *defer_lock;
+
+    void *preempt;        /* preempt/: this M's SIGURG state (preempt_m_t); set and
+                           * cleared by the M's own thread at start/exit; read by the
+                           * handler on that thread and by sysmon (acquire) */
 };
 
 enum { DEFER_NONE = 0, DEFER_UNLOCK, DEFER_READY, DEFER_READY_GLOBAL, DEFER_FREE };
@@ -192,11 +214,12 @@ static inline m_t *m_self(void)
 {
     return *(m_t **)(arch_thread_pointer() + rt_tls_m_off);
 }
-/* The running task, or NULL on a system stack / outside gort. */
+/* The running task, or NULL on a system stack (g0, or inside a sysstack_call, where
+ * nothing may park) and outside gort. m->curg stays set during a sysstack_call. */
 static inline g_t *g_self(void)
 {
     m_t *m = m_self();
-    return m ? m->curg : NULL;
+    return m && !m->on_sysstack ? m->curg : NULL;
 }
 /* This thread's errno, found the same way (glibc declares __errno_location const, so a
  * plain `errno` after a switch may name the previous thread's). */

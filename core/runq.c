@@ -16,6 +16,8 @@
 #include "rt.h"
 #include "sched_impl.h"
 
+enum { RUNNEXT_GRACE_NS = 3000 };
+
 /* Owner only; never switches. */
 bool runq_put(p_t *p, g_t *g)
 {
@@ -109,6 +111,19 @@ static uint32_t runq_grab(p_t *p, p_t *victim, bool steal_runnext)
             g_t *next = atomic_load_explicit(&victim->runnext, memory_order_acquire);
             if (!next)
                 return 0;
+            /* A running P's runnext was just readied by its task, which is probably
+             * about to block and switch to it: give it ~3 us first (Go does the same),
+             * or ping-pong pairs get split across CPUs. */
+            if (atomic_load_explicit(&victim->status, memory_order_relaxed) != 0) {
+                int64_t until = gort_now() + RUNNEXT_GRACE_NS;
+                while (gort_now() < until) {
+                    arch_spin_pause();
+                    if (atomic_load_explicit(&victim->runnext, memory_order_relaxed) != next)
+                        break;
+                }
+                if (atomic_load_explicit(&victim->runnext, memory_order_relaxed) != next)
+                    continue;
+            }
             if (!atomic_compare_exchange_strong_explicit(&victim->runnext, &next, NULL,
                                                          memory_order_acq_rel,
                                                          memory_order_relaxed))

@@ -25,7 +25,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gc/gc.h"
 #include "netpoll.h"
+#include "preempt/preempt.h"
 #include "rt.h"
 #include "sched_impl.h"
 #include "timer.h"
@@ -117,6 +119,18 @@ g_t *globrunq_get_locked(p_t *p, uint32_t max)
 
 /* ------------------------------------------------------------ idle Ps and Ms */
 
+/* Owner only: advances the P's schedule count and returns the value before. Relaxed
+ * atomics because sysmon reads it to see whether the P is stuck on one task. */
+static inline uint32_t p_tick(p_t *p)
+{
+    uint32_t t = __atomic_load_n(&p->schedtick, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->schedtick, t + 1, __ATOMIC_RELAXED);
+    return t;
+}
+
+/* release: sysmon reads p->m with acquire and then the M's fields */
+static inline void p_set_m(p_t *p, m_t *m) { __atomic_store_n(&p->m, m, __ATOMIC_RELEASE); }
+
 static p_t *pidleget_locked(void)
 {
     p_t *p = sched.pidle;
@@ -130,7 +144,7 @@ static p_t *pidleget_locked(void)
 
 static void pidleput_locked(p_t *p)
 {
-    p->m = NULL;
+    p_set_m(p, NULL);
     p->link = sched.pidle;
     sched.pidle = p;
     atomic_store_explicit(&p->status, 0, memory_order_relaxed);
@@ -262,6 +276,8 @@ void wakep(void)
 
 p_t *sched_any_p(void)
 {
+    if (!atomic_load_explicit(&sched_running, memory_order_acquire) || !sched.allp)
+        return NULL;
     m_t *m = m_self();
     return m && m->p ? m->p : sched.allp[0];
 }
@@ -283,10 +299,15 @@ static g_t *sched_next_fast(m_t *m)
 {
     p_t *p = m->p;
     if (unlikely(!p || rt_debug.migrate || m->locked_g ||
-                 atomic_load_explicit(&sched.stopping, memory_order_relaxed)))
-        return NULL;
-    if (++p->schedtick % GLOBAL_CHECK_TICKS == 0)
+                 atomic_load_explicit(&sched.stopping, memory_order_relaxed) ||
+                 atomic_load_explicit(&stw_requested, memory_order_relaxed)))
+        return NULL; /* (gc: through g0, which parks at findrunnable's top) */
+    p_tick(p);
+    if (unlikely(--p->fast_budget == 0)) {
+        p->fast_budget = GLOBAL_CHECK_TICKS;
+        p->check_global = true;
         return NULL; /* time to look at the global runq and the timers */
+    }
     g_t *g = runq_get(p);
     if (g && unlikely(g->locked_m && g->locked_m != m)) {
         m->nextg = g; /* g0 hands it to its M */
@@ -348,14 +369,29 @@ void g_yield(bool global)
         return;
     if (!global && !rt_debug.migrate && runq_empty(m->p) &&
         atomic_load_explicit(&sched.runq_size, memory_order_relaxed) == 0 &&
-        m->p->schedtick % GLOBAL_CHECK_TICKS != 0) {
-        m->p->schedtick++;
+        m->p->fast_budget > 1) {
+        m->p->fast_budget--;
+        p_tick(m->p);
         return; /* nothing else could run here: keep going */
     }
     m->defer_kind = global || rt_debug.migrate ? DEFER_READY_GLOBAL : DEFER_READY;
     m->defer_g = g;
     g_t *next = sched_next_fast(m);
     g_switch_to(g, next ? next : &m->g0);
+}
+
+/* The running task honours a preemption request at a runtime call (task context). */
+void preempt_yield(void)
+{
+    m_t *m = m_self();
+    g_t *g = m->curg;
+    if (!g || g->nopreempt || g->lock_thread || m->locks ||
+        sched.preempt_mode == GORT_PREEMPT_OFF)
+        return;
+    __atomic_store_n(&g->preempt, false, __ATOMIC_RELAXED);
+    __atomic_store_n(m->tls_stackguard, g->stackguard, __ATOMIC_RELAXED);
+    m->p->n_preempt_coop++;
+    g_yield(true);
 }
 
 void gort_yield(void)
@@ -404,7 +440,8 @@ static g_t *steal_work(m_t *m)
     p_t *p = m->p;
     uint32_t n = (uint32_t)sched.nprocs;
     for (int attempt = 0; attempt < STEAL_TRIES; attempt++) {
-        uint32_t start = (uint32_t)rand_r((unsigned *)&p->schedtick) % n;
+        p->fastrand = p->fastrand * 1664525u + 1013904223u; /* LCG: order only */
+        uint32_t start = (p->fastrand >> 16) % n;
         for (uint32_t i = 0; i < n; i++) {
             p_t *v = sched.allp[(start + i) % n];
             if (v == p)
@@ -474,6 +511,8 @@ top:
     p_t *p = m->p;
     if (!p)
         goto top_nop; /* e.g. back from a system call that found no free P */
+    if (unlikely(atomic_load_explicit(&stw_requested, memory_order_relaxed)))
+        stw_park_m(m); /* gc: a safe point (a P, no task, no lock) */
     if (m->nextg) {
         g_t *g = m->nextg;
         m->nextg = NULL;
@@ -485,8 +524,9 @@ top:
     g_t *g;
     /* The fast path (sched_next_fast) sends us here with schedtick at a multiple of
      * 61: test the tick we were handed, then advance it. */
-    if (p->schedtick++ % GLOBAL_CHECK_TICKS == 0 &&
-        atomic_load_explicit(&sched.runq_size, memory_order_relaxed) > 0) {
+    bool check_global = p->check_global || p_tick(p) % GLOBAL_CHECK_TICKS == 0;
+    p->check_global = false;
+    if (check_global && atomic_load_explicit(&sched.runq_size, memory_order_relaxed) > 0) {
         rtlock_acquire(&sched.lock);
         g = globrunq_get_locked(p, 1);
         rtlock_release(&sched.lock);
@@ -548,7 +588,7 @@ top:
         rtlock_release(&sched.lock);
         if (p) {
             m->p = p;
-            p->m = m;
+            p_set_m(p, m);
             m->spinning = true;
             atomic_fetch_add_explicit(&sched.nmspinning, 1, memory_order_relaxed);
             goto top;
@@ -579,7 +619,7 @@ top:
             rtlock_release(&sched.lock);
             if (p) {
                 m->p = p;
-                p->m = m;
+                p_set_m(p, m);
                 goto top;
             }
         }
@@ -612,7 +652,7 @@ top:
     if (!p)
         goto top_nop;
     m->p = p;
-    p->m = m;
+    p_set_m(p, m);
     goto top;
 top_nop:
     /* woken without a P (stop, or a spurious wake): find one or sleep again */
@@ -621,7 +661,7 @@ top_nop:
     rtlock_release(&sched.lock);
     if (p) {
         m->p = p;
-        p->m = m;
+        p_set_m(p, m);
         goto top;
     }
     rtlock_acquire(&sched.lock);
@@ -640,7 +680,7 @@ top_nop:
     if (!p)
         goto top_nop;
     m->p = p;
-    p->m = m;
+    p_set_m(p, m);
     goto top;
 
 found:
@@ -666,14 +706,14 @@ static void schedule_loop(m_t *m)
             owner->nextp = p;
             owner->nextg = g;
             rtlock_release(&sched.lock);
-            p->m = owner;
+            p_set_m(p, owner);
             m_wake(owner);
             rtlock_acquire(&sched.lock);
             p = pidleget_locked();
             rtlock_release(&sched.lock);
             if (p) {
                 m->p = p;
-                p->m = m;
+                p_set_m(p, m);
             } else {
                 /* no P: sleep until handed one */
                 rtlock_acquire(&sched.lock);
@@ -690,7 +730,7 @@ static void schedule_loop(m_t *m)
                 m->nextp = NULL;
                 rtlock_release(&sched.lock);
                 if (m->p)
-                    m->p->m = m;
+                    p_set_m(m->p, m);
                 else
                     continue;
             }
@@ -725,7 +765,7 @@ static void schedule_loop(m_t *m)
             rtlock_release(&sched.lock);
             if (p && g2) {
                 m->p = p;
-                p->m = m;
+                p_set_m(p, m);
                 g_execute(m, g2);
             } else if (p) {
                 /* a P without the task: give it back */
@@ -741,13 +781,15 @@ static void *m_thread_main(void *arg)
 {
     m_t *m = arg;
     m_init_thread_state(m);
+    preempt_m_init(m); /* preempt/: this thread's SIGURG timer and altstack */
     rtlock_acquire(&sched.lock);
     m->p = m->nextp;
     m->nextp = NULL;
     rtlock_release(&sched.lock);
     if (m->p)
-        m->p->m = m;
+        p_set_m(m->p, m);
     schedule_loop(m);
+    preempt_m_exit(m);
     return NULL;
 }
 
@@ -781,6 +823,13 @@ void gort_syscall_exit(void)
         return;
     atomic_fetch_sub_explicit(&sched.nmsyscall, 1, memory_order_relaxed);
     rtlock_acquire(&sched.lock);
+    /* gc: no P while the world is stopped (checked under sched.lock, which the stopper
+     * holds while it counts idle Ps) */
+    while (unlikely(atomic_load_explicit(&stw_requested, memory_order_relaxed))) {
+        rtlock_release(&sched.lock);
+        stw_wait_syscall();
+        rtlock_acquire(&sched.lock);
+    }
     p_t *p = NULL;
     /* Prefer the P we had (its caches are warm), else any idle one. */
     if (m->oldp && atomic_load_explicit(&m->oldp->status, memory_order_relaxed) == 0) {
@@ -800,7 +849,7 @@ void gort_syscall_exit(void)
     atomic_store_explicit(&g->status, G_RUNNING, memory_order_relaxed);
     if (p) {
         m->p = p;
-        p->m = m;
+        p_set_m(p, m);
         return;
     }
     /* No P free: queue the task and let this M go idle in the scheduler. */
@@ -979,6 +1028,7 @@ static void teardown(m_t *m0)
     for (int i = 0; i < sched.nprocs; i++)
         rt_free(sched.allp[i]);
     rt_free(sched.allp);
+    sched.allp = NULL; /* sched_any_p and dumps see "no runtime" from here on */
     netpoll_destroy();
     stackpool_destroy();
     m_t *m = sched.allm;
@@ -1035,7 +1085,8 @@ int gort_run(void (*main_fn)(void *), void *arg, const gort_config_t *cfg)
         if (!p)
             goto out_free_ps;
         p->id = i;
-        p->schedtick = (uint32_t)i * 7919u + 1;
+        p->fastrand = (uint32_t)i * 7919u + 1;
+        p->fast_budget = GLOBAL_CHECK_TICKS;
         sched.allp[i] = p;
     }
     rc = netpoll_init();
@@ -1048,7 +1099,7 @@ int gort_run(void (*main_fn)(void *), void *arg, const gort_config_t *cfg)
     for (int i = sched.nprocs - 1; i > 0; i--)
         pidleput_locked(sched.allp[i]);
     m0->p = sched.allp[0];
-    m0->p->m = m0;
+    p_set_m(m0->p, m0);
     atomic_store_explicit(&sched.allp[0]->status, 1, memory_order_relaxed);
 
     rc = g_spawn_main(main_fn, arg);
@@ -1089,4 +1140,4 @@ out_unrun:
 }
 
 /* Called by the main task when it returns: the whole runtime stops. */
-void sched_main_returned(void) { sched_stop(0); }
+void sched_main_returned(void) { sched_stop(leakcheck_at_exit(0)); /* gc: GORT_DEBUG=leakcheck */ }

@@ -63,6 +63,7 @@ typedef struct rt_debug {
     int stackmove;   /* stack-move stress mode (stackmap/) */
     int stackguard;  /* guard pages under stacks */
     int quit_dump;   /* SIGQUIT prints the dump (default 1) */
+    int leakcheck;   /* at gort_run's end: 0 off, 1 report, 2 exit (fail), 3 cancel */
 } rt_debug_t;
 extern rt_debug_t rt_debug;
 void debug_parse(const char *env);
@@ -80,6 +81,7 @@ void globrunq_put_locked(g_t *g);
 void globrunq_put(g_t *g);
 g_t *globrunq_get_locked(p_t *p, uint32_t max);
 void wakep(void);
+void preempt_yield(void);
 p_t *sched_any_p(void);
 void sched_wake_for_timer(int64_t when);
 

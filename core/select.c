@@ -46,6 +46,7 @@
  *    touching drained channels makes close-then-free safe for tasks the close woke.
  */
 #include "chan.h"
+#include "gc/gc.h"
 
 #define SELECT_MAX_CASES 65536u /* case indices fit in uint16_t */
 #define SELECT_INLINE 4u        /* cases whose records and orders fit in the frame */
@@ -310,6 +311,10 @@ static __attribute__((noinline)) int select_block(gort_case_t *cases, size_t n,
     select_unqueue(cases, lo, norder, waiters);
     g->waiting = NULL;
     if (!fired) {
+        if (unlikely(g->gc_flags & GC_CANCELLED)) { /* leak recovery (gc/leakcheck.c) */
+            g->gc_flags &= ~(uint32_t)GC_CANCELLED;
+            return -ECANCELED;
+        }
         if (unlikely(timeout_ns < 0))
             gort_throw("select: woken without a case");
         return -ETIMEDOUT;

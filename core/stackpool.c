@@ -155,6 +155,11 @@ void *stackpool_alloc(p_t *p, size_t size)
 void stackpool_free(p_t *p, void *lo, size_t size)
 {
     unsigned c = size_class(size);
+    if (unlikely(c >= STACK_CLASSES)) { /* grown past the pool: stackmap/ mapped it */
+        void stack_big_free(void *lo, size_t size);
+        stack_big_free(lo, size);
+        return;
+    }
     size_t bytes = (size_t)STACK_MIN_DEFAULT << c;
     atomic_fetch_sub_explicit(&stack_bytes_used, bytes, memory_order_relaxed);
     atomic_fetch_add_explicit(&stack_bytes_pooled, bytes, memory_order_relaxed);
@@ -195,4 +200,18 @@ void stackpool_destroy(void)
     carve_pos = carve_end = NULL;
     atomic_store_explicit(&stack_bytes_used, 0, memory_order_relaxed);
     atomic_store_explicit(&stack_bytes_pooled, 0, memory_order_relaxed);
+}
+
+/* The gc's view (gc/mark.c): copies up to max chunk/block addresses and sizes (out and
+ * sizes NULL ok) and returns how many there are. Task stacks live only in them. */
+size_t stackpool_chunks(void **out, size_t *sizes, size_t max)
+{
+    rtlock_acquire(&stackpool_lock);
+    size_t n = nchunks;
+    for (size_t i = 0; i < n && i < max; i++) {
+        out[i] = chunks[i];
+        sizes[i] = sallocx(chunks[i], 0);
+    }
+    rtlock_release(&stackpool_lock);
+    return n;
 }

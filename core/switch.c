@@ -68,17 +68,16 @@ void g_switch_to(g_t *from, g_t *to)
     }
     from->saved_errno = *errno_ptr();
     if (to == &m->g0) {
-        m->curg = NULL;
-        *m->tls_stackguard = 0;
+        __atomic_store_n(&m->curg, NULL, __ATOMIC_RELAXED);
+        __atomic_store_n(m->tls_stackguard, 0, __ATOMIC_RELAXED);
     } else {
-        /* Invariant checks, a load and two compares: a task resumed twice, or from a
-         * context outside its stack, corrupts memory silently otherwise. */
+        /* A task resumed twice corrupts memory silently: one load and a compare. */
         if (unlikely(atomic_load_explicit(&to->status, memory_order_relaxed) == G_RUNNING))
             gort_throw("switch: task is already running");
-        if (unlikely((uintptr_t)to->ctx.sp < to->stack_lo ||
-                     (uintptr_t)to->ctx.sp >= to->stack_hi))
+        if (GORT_DEBUG_BUILD && ((uintptr_t)to->ctx.sp < to->stack_lo ||
+                                 (uintptr_t)to->ctx.sp >= to->stack_hi))
             gort_throw("switch: saved context outside the task's stack");
-        if (unlikely(((uint64_t *)to->ctx.sp)[8] == 0)) {
+        if (GORT_DEBUG_BUILD && ((uint64_t *)to->ctx.sp)[8] == 0) {
             /* The saved return address is gone: something wrote over the parked stack
              * (seen: a neighbour's overflow, e.g. lazy PLT binding's xsave frame). */
             dbg_print("gort: task %lu: saved context at %p overwritten while parked "
@@ -86,10 +85,14 @@ void g_switch_to(g_t *from, g_t *to)
                       (unsigned long)to->id, to->ctx.sp, (unsigned long)from->id, m->id);
             gort_throw("switch: saved context corrupted");
         }
-        m->curg = to;
+        __atomic_store_n(&m->curg, to, __ATOMIC_RELEASE); /* sysmon: acquire */
         to->m = m;
         atomic_store_explicit(&to->status, G_RUNNING, memory_order_relaxed);
-        *m->tls_stackguard = to->preempt ? STACKGUARD_PREEMPT : to->stackguard;
+        /* relaxed: sysmon may poison the guard concurrently; either order is fine */
+        __atomic_store_n(m->tls_stackguard,
+                         __atomic_load_n(&to->preempt, __ATOMIC_RELAXED) ? STACKGUARD_PREEMPT
+                                                                          : to->stackguard,
+                         __ATOMIC_RELAXED);
         if (m->p)
             m->p->n_switches++;
     }

@@ -37,7 +37,7 @@
  *    every contended operation, and it keeps unreachable objects' waiters reachable.
  *  - one futex per object: blocks the thread, not the task.
  *  - spinning before parking (Go's runtime_canSpin): it needs the scheduler's P counts
- *    (sched.h is private to the scheduler); without them a spin on one P only burns
+ *    (core/sched_impl.h is private to the scheduler); without them a spin on one P burns
  *    the holder's time. To add with an rt.h call such as sched_can_spin(iter).
  *  - a mutex-based once (Go's): waiters would get the mutex one after another after fn
  *    ran; here fn's finisher wakes them all at once.

@@ -17,6 +17,9 @@
  *     of timers_run to t. timer_stop waits for it (so the owner may free t).
  *  4. A handoff timer (timer_start_handoff, timer_park) goes QUEUED_HANDOFF -> IDLE
  *     under the lock when popped; timers_run never touches it after calling fn.
+ * Consequences for callbacks: a plain timer's fn must not restart or stop its own timer
+ * (it is RUNNING: timer_start throws, timer_stop would wait for itself); a handoff
+ * timer's fn may restart it (periodic timers).
  *
  * Rejected:
  *  - One global heap: every sleep from every P would contend on one lock.

@@ -22,7 +22,9 @@ int64_t timers_run(p_t *p, int64_t now);
  * caller acts, never later than a deadline queued before the call). any context. */
 int64_t timers_next(p_t *p);
 /* Teardown, no M running: frees p's heap array. Timers still queued are dropped (their
- * owners are gone with the runtime), except gort_after's, whose memory is freed. */
+ * owners are gone with the runtime), except gort_after's, whose memory is freed. It
+ * reads each queued timer, some of which live on parked tasks' stacks: call it before
+ * the stack memory is released (stackpool_destroy). */
 void timers_destroy(p_t *p);
 
 /* As timer_start, but t is handed to fn when it fires: the runtime stops touching t

@@ -1,20 +1,210 @@
-/* gc/leakcheck.c — the leak detector's public entry points.
+/* gc/leakcheck.c — the leak detector's entry points: gort_leaks, gort_leakcheck,
+ * gort_leaks_cancel, GORT_DEBUG=leakcheck=report|exit|cancel at the end of gort_run.
  *
- * The detector (stop the world, conservative marking, blocked tasks whose wait object
- * no live task can reach) is issue 5 and not built yet: both calls return -ENOSYS, as
- * README.md says, so a test teardown can tell "no leak" from "not checked".
+ * A cycle: take the world flag (yielding while another cycle runs), spill the caller's
+ * callee-saved registers onto its own stack, go to the system stack, stop the world
+ * (gc/stw.c), mark (gc/mark.c), optionally cancel, report, start the world.
+ * Recovery: a leaked task blocked in a channel send/receive or a select on channels is
+ * unlinked from its channels, flagged GC_CANCELLED and readied; the operation returns
+ * -ECANCELED (core/chan.c, core/select.c check the flag when they resume). It is safe
+ * when the task's code treats an error from that operation as "give up": it then
+ * unwinds and frees what it holds. It is not safe for code that assumes a blocking
+ * receive cannot fail. Tasks leaked on a mutex, rwmutex, cond, wait group, a nil
+ * channel or an empty select are reported but not cancelled (those calls return void
+ * or never return).
  */
-#include "core/rt.h"
+#include <string.h>
+
+#include "core/chan.h"
+#include "core/sched_impl.h"
+#include "gc/gc.h"
+
+static _Atomic int world_busy; /* the `world` lock (rank 10): 1 while a cycle runs */
+
+enum { STW_TIMEOUT_NS = 1000000000 };
+enum { MODE_LEAKS = 0, MODE_CANCEL = 1, MODE_COUNT_CANCELLED = 2 };
+
+struct cycle_req {
+    g_t *self;
+    uintptr_t sp;          /* the caller's stack pointer: its stack is live from here */
+    int mode;
+    FILE *report;          /* NULL: silent */
+    gort_leak_t *out;
+    size_t max;
+    int rc;                /* count, or negative errno */
+    int64_t stw_ns, mark_ns;
+};
+
+/* Unlinks w from whichever queue of its channel holds it. World stopped. */
+static void chan_waiter_unlink_any(chan_waiter_t *w)
+{
+    gort_chan_t *c = w->c;
+    if (!atomic_load_explicit(&w->queued, memory_order_relaxed))
+        return;
+    rtlock_acquire(&c->lock);
+    chan_waitq_t *q = &c->recvq;
+    chan_waiter_t *x = q->first;
+    while (x && x != w)
+        x = x->next;
+    if (!x)
+        q = &c->sendq;
+    waitq_unlink(q, w);
+    rtlock_release(&c->lock);
+}
+
+/* Wakes leaked channel operations with -ECANCELED. World stopped; sysstack. */
+static int leaks_cancel(const leak_set_t *s)
+{
+    int n = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        g_t *g = s->recs[i].g;
+        wait_reason_t why = g->wait_reason;
+        dbg_print("cancel: g %lu why %d waiting %p lo %lx hi %lx\n", (unsigned long)g->id, (int)why, g->waiting, g->stack_lo, g->stack_hi);
+        if (why == WAIT_CHAN_RECV || why == WAIT_CHAN_SEND) {
+            chan_waiter_t *w = g->waiting;
+            if (!w || (uintptr_t)w < g->stack_lo || (uintptr_t)w >= g->stack_hi)
+                continue;
+            chan_waiter_unlink_any(w);
+            w->success = false;
+        } else if (why == WAIT_SELECT && g->waiting) {
+            uint32_t zero = 0;
+            /* acq_rel: as a waker's CAS (select.c); the world is stopped, so it wins */
+            if (!atomic_compare_exchange_strong_explicit(&g->select_done, &zero, 1,
+                                                         memory_order_acq_rel,
+                                                         memory_order_acquire))
+                continue;
+            for (chan_waiter_t *w = g->waiting; w; w = w->waitlink)
+                chan_waiter_unlink_any(w);
+            g->wait_param = NULL;
+        } else {
+            continue;
+        }
+        g->gc_flags |= GC_CANCELLED;
+        g_ready(g);
+        n++;
+    }
+    return n;
+}
+
+static void leaks_fill(const leak_set_t *s, gort_leak_t *out, size_t max)
+{
+    for (size_t i = 0; i < s->n && i < max; i++) {
+        const leak_rec_t *r = &s->recs[i];
+        out[i] = (gort_leak_t){
+            .id = r->id,
+            .name = r->name,
+            .wait = wait_reason_str(r->why),
+            .object = r->obj,
+            .blocked_ns = r->blocked_ns,
+            .spawn_site = r->spawn_pc ? report_symbolize(r->spawn_pc) : "?",
+        };
+    }
+}
+
+static void *cycle_sys(void *arg)
+{
+    struct cycle_req *q = arg;
+    leak_set_t set = {0};
+    int64_t t0 = gort_now();
+    int rc = stw_stop(STW_TIMEOUT_NS);
+    if (rc) {
+        q->rc = rc;
+        return NULL;
+    }
+    int64_t t1 = gort_now();
+    rc = mark_find_leaks(&set, q->self, q->sp);
+    int64_t t2 = gort_now();
+    q->stw_ns = t1 - t0;
+    q->mark_ns = t2 - t1;
+    if (rc == 0) {
+        /* Reported with the world still stopped: names and records stay valid. */
+        if (q->report && set.n)
+            report_print(q->report, &set);
+        if (q->out)
+            leaks_fill(&set, q->out, q->max);
+        q->rc = set.n > INT32_MAX ? INT32_MAX : (int)set.n;
+        if (q->mode & MODE_CANCEL) {
+            int nc = leaks_cancel(&set);
+            if (q->mode & MODE_COUNT_CANCELLED)
+                q->rc = nc;
+        }
+    } else {
+        q->rc = rc;
+    }
+    leak_set_free(&set);
+    stw_start();
+    return NULL;
+}
+
+static int64_t last_stw_ns, last_mark_ns; /* the last cycle's phases (benchmarks) */
+
+/* Task context. noinline: its frame is the lowest of the caller's live stack. */
+static __attribute__((noinline)) int cycle_run(int mode, FILE *report, gort_leak_t *out,
+                                               size_t max)
+{
+    m_t *m = m_self();
+    if (!m || !sched.allp)
+        return 0; /* no runtime: no task can leak */
+    g_t *self = m->curg;
+    if (!self || m->on_sysstack)
+        return -EPERM;
+    int expect = 0;
+    /* acquire: pairs with the release below; one cycle at a time */
+    while (!atomic_compare_exchange_weak_explicit(&world_busy, &expect, 1,
+                                                  memory_order_acquire, memory_order_relaxed)) {
+        expect = 0;
+        gort_yield();
+    }
+    /* The caller's callee-saved registers go to this frame, so a channel held only in
+     * a register of the caller is seen. */
+    uintptr_t regs[6];
+    __asm__ volatile("mov %%rbx, 0(%0)\n\tmov %%rbp, 8(%0)\n\tmov %%r12, 16(%0)\n\t"
+                     "mov %%r13, 24(%0)\n\tmov %%r14, 32(%0)\n\tmov %%r15, 40(%0)"
+                     :
+                     : "r"(regs)
+                     : "memory");
+    uintptr_t sp;
+    __asm__ volatile("mov %%rsp, %0" : "=r"(sp));
+    struct cycle_req q = {.self = g_self(), .sp = sp, .mode = mode, .report = report,
+                          .out = out, .max = max};
+    sysstack_call(cycle_sys, &q);
+    __asm__ volatile("" : : "r"(regs) : "memory");
+    last_stw_ns = q.stw_ns;
+    last_mark_ns = q.mark_ns;
+    atomic_store_explicit(&world_busy, 0, memory_order_release);
+    return q.rc;
+}
 
 int gort_leaks(gort_leak_t *out, size_t max)
 {
-    (void)out;
-    (void)max;
-    return -ENOSYS;
+    return cycle_run(rt_debug.leakcheck == 3 ? MODE_CANCEL : MODE_LEAKS, NULL, out, out ? max : 0);
 }
 
 int gort_leakcheck(FILE *report)
 {
-    (void)report;
-    return -ENOSYS;
+    return cycle_run(rt_debug.leakcheck == 3 ? MODE_CANCEL : MODE_LEAKS, report, NULL, 0);
+}
+
+int gort_leaks_cancel(void)
+{
+    return cycle_run(MODE_CANCEL | MODE_COUNT_CANCELLED, NULL, NULL, 0);
+}
+
+/* Benchmarks (perf/): the last cycle's stop-the-world and marking times. */
+void gc_last_cycle_ns(int64_t *stw_ns, int64_t *mark_ns)
+{
+    *stw_ns = last_stw_ns;
+    *mark_ns = last_mark_ns;
+}
+
+int leakcheck_at_exit(int rc)
+{
+    if (!rt_debug.leakcheck)
+        return rc;
+    int n = cycle_run(MODE_LEAKS, stderr, NULL, 0);
+    if (n < 0)
+        dbg_print("gort: leakcheck: the detector could not run (%d)\n", n);
+    if (n > 0 && rt_debug.leakcheck == 2 && rc == 0)
+        return -EDEADLK;
+    return rc;
 }

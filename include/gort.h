@@ -66,7 +66,8 @@ typedef struct gort_go_opts {
 GORT_API int gort_go_opts(const gort_go_opts_t *o /*NULL ok*/, void (*fn)(void *), void *arg);
 
 GORT_API void gort_yield(void);        /* switches: lets other runnable tasks run */
-GORT_API void gort_sleep(int64_t ns);  /* blocks for at least ns (<= 0: yields) */
+/* blocks for at least ns (<= 0: yields); outside a task it sleeps the thread */
+GORT_API void gort_sleep(int64_t ns);
 GORT_API int64_t gort_now(void);       /* monotonic ns; anywhere */
 GORT_API uint64_t gort_self(void);     /* task id (1 = main task), 0 outside a task */
 GORT_API void gort_exit(void);         /* ends the calling task; never returns in a task */
@@ -143,13 +144,23 @@ GORT_API void gort_once(gort_once_t *o, void (*fn)(void)); /* fn runs once; othe
 
 /* ------------------------------------------------- time and cancellation */
 
-/* A channel (elem int64_t, capacity 1) that receives gort_now() once, ns from now.
- * The caller frees it with gort_chan_free after the value came (or when no longer
- * needed and the timer has fired). NULL on no memory. */
+/* A channel (elem int64_t, capacity 1) that receives gort_now() once, ns from now
+ * (ns <= 0: already holds it). The caller frees it with gort_chan_free once the value
+ * came (received, or gort_chan_len == 1); freeing it earlier is a use after free when
+ * the timer fires. If the runtime ends first, the runtime frees its timer and the
+ * channel stays the caller's. NULL on no memory, or when no runtime runs. Does not
+ * block. For a timeout inside a select, gort_select's timeout_ns needs no freeing. */
 GORT_API gort_chan_t *gort_after(int64_t ns);
 
+/* Cancellation contexts (docs/time.md). NULL is the background context: never
+ * cancelled, its done channel is NULL. None of these calls blocks; cancel and free may
+ * wait a moment for a timeout that is firing. A context is freed only by its owner,
+ * once no task uses it; freeing a parent cancels its children, which stay valid until
+ * their own free. NULL on no memory (with_timeout: also when no runtime runs). */
 typedef struct gort_ctx gort_ctx_t;
 GORT_API gort_ctx_t *gort_ctx_with_cancel(gort_ctx_t *parent /*NULL = background*/);
+/* Cancelled with -ETIMEDOUT ns from now (ns <= 0: at once), or earlier with the
+ * parent's error. */
 GORT_API gort_ctx_t *gort_ctx_with_timeout(gort_ctx_t *parent /*NULL ok*/, int64_t ns);
 GORT_API void gort_ctx_cancel(gort_ctx_t *ctx);          /* cancels ctx and its children */
 GORT_API gort_chan_t *gort_ctx_done(gort_ctx_t *ctx);    /* closed when cancelled */
@@ -201,16 +212,85 @@ GORT_API void gort_morestack(void);
 #error "gort: GORT_FRAME is implemented for x86-64 only so far"
 #endif
 
-/* First statement of a task function: checks the stack and, when short, grows it (or
- * yields, when the scheduler asked the task to). GORT_FRAME(a, b) also names pointer
- * locals/parameters that may point into the task's stack (frame maps: see
- * stackmap/README.md); GORT_FRAME() only checks. moves, switches. */
-#define GORT_FRAME(...) GORT_FRAME_CHECK_()
-/* In a frame: the variable x never holds a stack pointer (never relocated). */
-#define GORT_NOPTR(x) ((void)sizeof(x))
+/* Frame maps (stackmap/README.md). One static record per GORT_FRAME / GORT_NOPTR site,
+ * filled on the site's first run and pushed on the runtime's registry; never freed.
+ * Offsets are relative to the frame's CFA (rbp + 16 with frame pointers). */
+#define GORT_FRAME_MAX 16
+enum { GORT_FRAMEMAP_PTR = 1, GORT_FRAMEMAP_NOPTR = 2 };
+typedef struct gort_framemap {
+    int state;                     /* 0 new, 1 being filled, 2 registered (atomic) */
+    int kind;                      /* GORT_FRAMEMAP_PTR | _NOPTR; written once */
+    unsigned n;                    /* slots used; written once */
+    void *pc;                      /* a code address in the function; written once */
+    struct gort_framemap *next;    /* registry list; the runtime's */
+    struct gort_framemap *fnext;   /* per-function list; the runtime's */
+    int32_t off[GORT_FRAME_MAX];   /* CFA-relative offset of each slot */
+    uint32_t size[GORT_FRAME_MAX]; /* bytes of each slot */
+} gort_framemap_t;
+/* Registers m (called once per site by the macros; the caller is the frame owner).
+ * Never blocks, switches or moves. */
+GORT_API void gort_framemap_register(gort_framemap_t *m, int kind, const void *frame,
+                                     const void *const *addrs, const uint32_t *sizes,
+                                     unsigned n);
 
-/* Grows the stack now so that `bytes` are free below the caller. moves.
- * -ENOSYS until stack growth is built; -E2BIG past stack_max; -EPERM outside a task. */
+#define GORT_FM_CAT_(a, b) a##b
+#define GORT_FM_CAT(a, b) GORT_FM_CAT_(a, b)
+#define GORT_FM_NARG_(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15,  \
+                      _16, N, ...) N
+#define GORT_FM_NARG(...)                                                              \
+    GORT_FM_NARG_(__VA_ARGS__, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
+#define GORT_FM_E1(M, a) M(a)
+#define GORT_FM_E2(M, a, ...) M(a), GORT_FM_E1(M, __VA_ARGS__)
+#define GORT_FM_E3(M, a, ...) M(a), GORT_FM_E2(M, __VA_ARGS__)
+#define GORT_FM_E4(M, a, ...) M(a), GORT_FM_E3(M, __VA_ARGS__)
+#define GORT_FM_E5(M, a, ...) M(a), GORT_FM_E4(M, __VA_ARGS__)
+#define GORT_FM_E6(M, a, ...) M(a), GORT_FM_E5(M, __VA_ARGS__)
+#define GORT_FM_E7(M, a, ...) M(a), GORT_FM_E6(M, __VA_ARGS__)
+#define GORT_FM_E8(M, a, ...) M(a), GORT_FM_E7(M, __VA_ARGS__)
+#define GORT_FM_E9(M, a, ...) M(a), GORT_FM_E8(M, __VA_ARGS__)
+#define GORT_FM_E10(M, a, ...) M(a), GORT_FM_E9(M, __VA_ARGS__)
+#define GORT_FM_E11(M, a, ...) M(a), GORT_FM_E10(M, __VA_ARGS__)
+#define GORT_FM_E12(M, a, ...) M(a), GORT_FM_E11(M, __VA_ARGS__)
+#define GORT_FM_E13(M, a, ...) M(a), GORT_FM_E12(M, __VA_ARGS__)
+#define GORT_FM_E14(M, a, ...) M(a), GORT_FM_E13(M, __VA_ARGS__)
+#define GORT_FM_E15(M, a, ...) M(a), GORT_FM_E14(M, __VA_ARGS__)
+#define GORT_FM_E16(M, a, ...) M(a), GORT_FM_E15(M, __VA_ARGS__)
+#define GORT_FM_EACH(M, ...) GORT_FM_CAT(GORT_FM_E, GORT_FM_NARG(__VA_ARGS__))(M, __VA_ARGS__)
+#define GORT_FM_ADDR_(x) ((const void *)&(x))
+#define GORT_FM_SIZE_(x) ((uint32_t)sizeof(x))
+
+/* The registration of one site: a relaxed load and a branch on the fast path; the
+ * first run records &x - CFA for each listed variable (taking the address also keeps
+ * each variable in its stack slot across calls, where the mover can find it). */
+#define GORT_FRAMEMAP_(kind, ...)                                                       \
+    do {                                                                                \
+        static gort_framemap_t gort_fm_;                                                \
+        if (__builtin_expect(!__atomic_load_n(&gort_fm_.state, __ATOMIC_RELAXED), 0)) { \
+            const void *const gort_fa_[] = {GORT_FM_EACH(GORT_FM_ADDR_, __VA_ARGS__)};  \
+            const uint32_t gort_fs_[] = {GORT_FM_EACH(GORT_FM_SIZE_, __VA_ARGS__)};     \
+            gort_framemap_register(&gort_fm_, kind, __builtin_frame_address(0),         \
+                                   gort_fa_, gort_fs_,                                  \
+                                   (unsigned)(sizeof gort_fs_ / sizeof gort_fs_[0]));   \
+        }                                                                               \
+    } while (0)
+
+/* First statement of a task function: checks the stack and, when short, grows it (or
+ * yields, when the scheduler asked the task to). GORT_FRAME(a, b) also names up to 16
+ * pointer locals/parameters that may point into the task's stack (frame maps: see
+ * stackmap/README.md); GORT_FRAME() only checks (three instructions). moves, switches.
+ * Task code must keep frame pointers (-fno-omit-frame-pointer). */
+#define GORT_FRAME(...)                                                                 \
+    do {                                                                                \
+        __VA_OPT__(GORT_FRAMEMAP_(GORT_FRAMEMAP_PTR, __VA_ARGS__);)                     \
+        GORT_FRAME_CHECK_();                                                            \
+    } while (0)
+/* In a frame: the variable x never holds a stack pointer (never relocated, even when
+ * its value happens to lie in the stack's range: hash keys made from addresses, say). */
+#define GORT_NOPTR(x) GORT_FRAMEMAP_(GORT_FRAMEMAP_NOPTR, x)
+
+/* Grows the stack now so that `bytes` are free below the caller (plus the slack for
+ * uninstrumented leaf calls). moves. 0 when done (or already enough room); -E2BIG past
+ * stack_max; -ENOMEM; -EPERM outside a task or on a system stack. */
 GORT_API int gort_stack_reserve(size_t bytes);
 /* Runs fn(arg) on the thread's large system stack and returns its result; for deep
  * uninstrumented code (stdio, getaddrinfo, qsort). fn must not call blocking gort calls.
@@ -248,12 +328,25 @@ typedef struct gort_leak {
     int64_t blocked_ns;
     const char *spawn_site; /* "fn+0x12 (file:line)" */
 } gort_leak_t;
-/* Runs the leak detector now; fills up to max entries; returns the count of leaked
- * tasks, or -ENOSYS until the detector is built. */
+/* Runs the leak detector now (a gc cycle: stops the world at safe points, marks,
+ * resumes); fills up to max entries (out NULL ok) and returns the count of leaked tasks
+ * (may exceed max), 0 outside a runtime, -EPERM outside a task, -EAGAIN when some
+ * running task did not reach a safe point within 1 s, -ENOMEM. `name` stays valid while
+ * the task lives, `spawn_site` for the life of the process. Task context; switches
+ * (the caller yields while another cycle runs); does not move the caller's stack.
+ * With GORT_DEBUG=leakcheck=cancel it also cancels them, as gort_leaks_cancel. */
 GORT_API int gort_leaks(gort_leak_t *out, size_t max);
-/* For test teardown: prints a report to `report` (NULL ok) and returns the number of
- * leaked tasks (0 = none), or -ENOSYS until the detector is built. */
+/* For test teardown: runs the detector, prints a report of the leaked tasks grouped by
+ * identical stacks to `report` (NULL ok: silent) and returns their count (0 = none), or
+ * a negative errno as gort_leaks. */
 GORT_API int gort_leakcheck(FILE *report);
+/* Runs the detector and sets the leaked tasks free: the blocked channel send/receive or
+ * select of each leaked task returns -ECANCELED, so it can unwind and free what it
+ * holds. Tasks leaked on a mutex, rwmutex, cond, wait group, nil channel or empty
+ * select stay as they are. Returns the number of tasks cancelled, or a negative errno
+ * as gort_leaks. Safe only for code that treats an error from a blocking channel
+ * operation as "give up" (docs: gc/README.md). Task context; switches. */
+GORT_API int gort_leaks_cancel(void);
 
 #ifdef __cplusplus
 }

@@ -374,8 +374,8 @@ static void demo_main(void *arg)
 {
     gort_stats_t s;
     gort_stats(&s);
-    printf("gort demo: %ld tasks, %" PRIu64 " Ps (GORT_PROCS to change)\n", demo_ntasks,
-           s.procs);
+    printf("gort demo: %ld tasks, %" PRIu64 " P%s (GORT_PROCS to change)\n", demo_ntasks,
+           s.procs, s.procs == 1 ? "" : "s");
     fflush(stdout);
     long launched = demo_launch();
     demo_pool();

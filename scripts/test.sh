@@ -2,13 +2,14 @@
 # scripts/test.sh [all|normal|asan|tsan]... — build gort and run its tests.
 #
 #   normal  RelWithDebInfo (-O2 -g -fno-omit-frame-pointer) in build/: every Check suite
-#           (each also as <name>_migrate), abi_exports, install_consumer
+#           (each also as <name>_migrate), abi_exports, install_consumer, readme_example
 #   asan    ASan + UBSan, lock-order checker on, in build-asan/: every suite
 #   tsan    TSan, lock-order checker on, in build-tsan/: the suites marked ctest-tsan
 #   all     the three, in that order (default)
 # Each mode builds in its own directory and runs ctest --output-on-failure -j$JOBS; the
-# script stops at the first mode that fails and exits non-zero. It runs
-# scripts/deps.sh first (as root it installs what is missing).
+# script stops at the first mode that fails (unless KEEP_GOING=1) and exits non-zero.
+# It runs scripts/deps.sh first (as root it installs what is missing). The last line
+# is "test.sh: N passed, F failed" over all modes run.
 #
 # Environment:
 #   GORT_BUILD_ROOT  build directory of the normal mode (default: build); the others
@@ -17,6 +18,7 @@
 #   CI               when set (CI=true), warnings are errors (-DGORT_WERROR=ON)
 #   GORT_WERROR      ON/OFF: overrides the CI default
 #   CTEST_ARGS       extra ctest arguments, e.g. "-R core_chan"
+#   KEEP_GOING=1     run the remaining modes after one failed (still exits non-zero)
 set -euo pipefail
 
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -83,6 +85,10 @@ status=0
 for m in "${modes[@]}"; do
     if ! run_mode "$m"; then
         status=1
+        if [[ ${KEEP_GOING:-} == 1 ]]; then
+            echo "=== test.sh: $m FAILED; going on (KEEP_GOING=1)" >&2
+            continue
+        fi
         echo "=== test.sh: $m FAILED; stopping" >&2
         break
     fi

@@ -155,4 +155,81 @@ gort_morestack:
         .cfi_endproc
         .size   gort_morestack, .-gort_morestack
 
+/* preempt_async_entry — where a task stopped by SIGURG resumes after the handler
+ * (preempt/signal.c). The handler left every register as the task had it, except:
+ * rsp = the task's rsp - 128 - 8 (the red zone is left untouched) and [rsp] = the
+ * interrupted PC, as if the PC had called here from below its red zone. The stub
+ * builds a frame record {task rbp, interrupted PC} (so frame-pointer walkers such as
+ * gort_dump_tasks see the interrupted function), saves rflags and every general
+ * register on the task stack, the vector state (xsave, every enabled component) in the
+ * task's own area (g->xsave, allocated before the signal), and calls
+ * preempt_async_park(regs), which yields to the scheduler. When the task runs again,
+ * possibly on another M, everything is restored and `ret $128` returns to the
+ * interrupted PC with rsp as it was. Flags: only pushfq/popfq touch them around the
+ * C calls (lea, not add, moves rsp). */
+        .globl  preempt_async_entry
+        .hidden preempt_async_entry
+        .type   preempt_async_entry, @function
+        .p2align 4
+preempt_async_entry:
+        .cfi_startproc
+        .cfi_signal_frame
+        .cfi_def_cfa rsp, 136
+        .cfi_offset rip, -136
+        pushq   %rbp
+        .cfi_def_cfa rsp, 144
+        .cfi_offset rbp, -144
+        movq    %rsp, %rbp
+        .cfi_def_cfa rbp, 144
+        pushfq
+        cld
+        pushq   %rax
+        pushq   %rcx
+        pushq   %rdx
+        pushq   %rsi
+        pushq   %rdi
+        pushq   %r8
+        pushq   %r9
+        pushq   %r10
+        pushq   %r11
+        pushq   %rbx
+        pushq   %r12
+        pushq   %r13
+        pushq   %r14
+        pushq   %r15
+        movq    %rsp, %rbx
+        andq    $-16, %rsp
+        callq   preempt_async_xsave_area /* general-registers-only C: no vector use */
+        movq    %rax, %r12
+        movl    $-1, %eax
+        movl    $-1, %edx
+        xsave64 (%r12)
+        movq    %rbx, %rdi
+        callq   preempt_async_park
+        movq    %rax, %r12
+        movl    $-1, %eax
+        movl    $-1, %edx
+        xrstor64 (%r12)
+        movq    %rbx, %rsp
+        popq    %r15
+        popq    %r14
+        popq    %r13
+        popq    %r12
+        popq    %rbx
+        popq    %r11
+        popq    %r10
+        popq    %r9
+        popq    %r8
+        popq    %rdi
+        popq    %rsi
+        popq    %rdx
+        popq    %rcx
+        popq    %rax
+        popfq
+        popq    %rbp
+        .cfi_def_cfa rsp, 136
+        ret     $128
+        .cfi_endproc
+        .size   preempt_async_entry, .-preempt_async_entry
+
         .section .note.GNU-stack,"",@progbits

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -84,6 +85,25 @@ static inline void sync_expect_death(void (*fn)(void), const char *want)
     ck_assert_msg(!(WIFEXITED(st) && WEXITSTATUS(st) == 0),
                   "child survived; stderr: %s", buf);
     ck_assert_msg(strstr(buf, want) != NULL, "want \"%s\" on stderr, got: %s", want, buf);
+}
+
+/* Whether gort_dump_tasks shows a task parked with this wait reason on obj
+ * ("[mutex lock] on 0x..."): the wait reason and object the sync calls record. */
+static inline bool sync_dump_has(const char *reason, const void *obj)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_gt(gort_dump_tasks(f), 0);
+    fclose(f);
+    char needle[160];
+    snprintf(needle, sizeof needle, "[%s] on %p", reason, obj);
+    bool found = strstr(text, needle) != NULL;
+    if (!found)
+        fprintf(stderr, "no \"%s\" in the dump:\n%s", needle, text);
+    free(text);
+    return found;
 }
 
 /* A runtime in the child of a death test: one P, main task fn. */

@@ -56,8 +56,9 @@ static void not_banked_main(void *arg)
 {
     GORT_FRAME();
     g_c = calloc(1, sizeof *g_c);
-    gort_cond_signal(&g_c->cv);    /* nobody waits: lost, as in Go */
-    gort_cond_broadcast(&g_c->cv);
+    gort_cond_broadcast(&g_c->cv); /* nobody waits: lost, as in Go */
+    gort_cond_signal(&g_c->cv);
+    gort_cond_signal(&g_c->cv);
     ck_assert_int_eq(gort_go(waiter, (void *)0), 0);
     SYNC_WAIT_FOR(sync_cond_nwaiters(&g_c->cv) == 1);
     sync_yield_n(50);
@@ -89,7 +90,15 @@ static void fifo_main(void *arg)
         ck_assert_int_eq(gort_go(waiter, (void *)(intptr_t)i), 0);
         SYNC_WAIT_FOR(sync_cond_nwaiters(&g_c->cv) == (size_t)i + 1);
     }
-    for (int i = 0; i < FIFO_N; i++) {
+    ck_assert(sync_dump_has("cond wait", &g_c->cv));
+    /* A signalled waiter relocks the mutex: while we hold it, it waits there. */
+    gort_mutex_lock(&g_c->mu);
+    gort_cond_signal(&g_c->cv);
+    SYNC_WAIT_FOR(sync_mutex_nwaiters(&g_c->mu) == 1);
+    ck_assert(sync_dump_has("mutex lock", &g_c->mu));
+    gort_mutex_unlock(&g_c->mu);
+    SYNC_WAIT_FOR(atomic_load(&g_c->done) == 1);
+    for (int i = 1; i < FIFO_N; i++) {
         /* signal with or without the mutex held: both are allowed */
         bool hold = test_rand(&rng) & 1;
         if (hold)
@@ -187,8 +196,8 @@ END_TEST
 #define BB_CAP 4
 #define BB_PROD 4
 #define BB_CONS 4
-#define BB_ITEMS 1000 /* per producer */
-#define BB_ROUNDS 2
+#define BB_ITEMS 3000 /* per producer */
+#define BB_ROUNDS 4
 
 typedef struct bbuf {
     gort_mutex_t mu;

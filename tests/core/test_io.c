@@ -5,6 +5,7 @@
  * record failures (WCHECK) for the main task, which asserts. Times: only lower bounds
  * (a wait did not end early), never upper ones. Every test closes its fds.
  */
+/* ctest-tsan */
 /* ctest-timeout: 120 */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -40,6 +41,11 @@ static void note_fail(int line)
             note_fail(__LINE__);                                                        \
     } while (0)
 
+/* Atomic loads as plain calls, so that failed asserts print readable expressions. */
+static int ldi(_Atomic int *p) { return atomic_load(p); }
+static long ldl(_Atomic long *p) { return atomic_load(p); }
+#define LD(p) _Generic((p), _Atomic int *: ldi, _Atomic long *: ldl)(p)
+
 static void reset_counters(void)
 {
     atomic_store(&fails, 0);
@@ -49,7 +55,7 @@ static void reset_counters(void)
 
 static void assert_no_worker_failure(void)
 {
-    ck_assert_msg(atomic_load(&fails) == 0, "%d worker checks failed, first at line %d",
+    ck_assert_msg(LD(&fails) == 0, "%d worker checks failed, first at line %d",
                   atomic_load(&fails), atomic_load(&fail_line));
 }
 
@@ -216,9 +222,9 @@ static void socketpair_echo_main(void *arg)
     }
     ck_assert(wait_done(2 * SP_PAIRS, 100000 * MS));
     assert_no_worker_failure();
-    ck_assert_int_eq(atomic_load(&sp_sent), want);
-    ck_assert_int_eq(atomic_load(&sp_echoed), want);
-    ck_assert_int_eq(atomic_load(&sp_recv), want);
+    ck_assert_int_eq(LD(&sp_sent), want);
+    ck_assert_int_eq(LD(&sp_echoed), want);
+    ck_assert_int_eq(LD(&sp_recv), want);
     ck_assert_int_eq(netpoll_waiters(), 0);
 }
 
@@ -316,8 +322,8 @@ static void tcp_echo_main(void *arg)
     /* accept loop + clients + one handler per client */
     ck_assert(wait_done(1 + 2 * TCP_CLIENTS, 60000 * MS));
     assert_no_worker_failure();
-    ck_assert_int_eq(atomic_load(&tcp_accepted), TCP_CLIENTS);
-    ck_assert_int_eq(atomic_load(&tcp_replies), TCP_CLIENTS * TCP_MSGS);
+    ck_assert_int_eq(LD(&tcp_accepted), TCP_CLIENTS);
+    ck_assert_int_eq(LD(&tcp_replies), TCP_CLIENTS * TCP_MSGS);
     ck_assert_int_eq(netpoll_waiters(), 0);
     close(tcp_listener);
 }
@@ -375,7 +381,7 @@ static void multi_accept_main(void *arg)
     int64_t deadline = gort_now() + 60000 * MS;
     while (atomic_load(&tcp_accepted) < MA_CLIENTS && gort_now() < deadline)
         gort_sleep(MS);
-    ck_assert_int_eq(atomic_load(&tcp_accepted), MA_CLIENTS);
+    ck_assert_int_eq(LD(&tcp_accepted), MA_CLIENTS);
     while (atomic_load(&ma_left) < MA_ACCEPTORS && gort_now() < deadline) {
         int s = socket(AF_INET, SOCK_STREAM, 0);
         ck_assert_int_eq(gort_connect(s, (struct sockaddr *)&tcp_addr, sizeof tcp_addr), 0);
@@ -383,7 +389,7 @@ static void multi_accept_main(void *arg)
         close(s);
         gort_sleep(MS);
     }
-    ck_assert_int_eq(atomic_load(&ma_left), MA_ACCEPTORS);
+    ck_assert_int_eq(LD(&ma_left), MA_ACCEPTORS);
     assert_no_worker_failure();
     ck_assert_int_eq(netpoll_waiters(), 0);
     close(tcp_listener);
@@ -506,13 +512,52 @@ static void wait_fd_race_main(void *arg)
     }
     ck_assert(wait_done(2 * WR_TASKS, 60000 * MS));
     assert_no_worker_failure();
-    ck_assert_int_eq(atomic_load(&wr_timeouts) + atomic_load(&wr_ready), WR_TASKS * WR_ROUNDS);
+    ck_assert_int_eq(LD(&wr_timeouts) + LD(&wr_ready), WR_TASKS * WR_ROUNDS);
     ck_assert_int_eq(netpoll_waiters(), 0);
     for (int i = 0; i < WR_TASKS; i++)
         close2(wr_pipe[i]);
 }
 
 START_TEST(wait_fd_race_2p) { test_run(wait_fd_race_main, NULL, 2, 0); }
+END_TEST
+
+/* Timeouts so short that the timer may fire on another P before the waiter has queued
+ * itself: the wait must still end (-ETIMEDOUT), with nothing ever written. */
+enum { TT_TASKS = 20, TT_WAITS = 300 };
+static int tt_pipe[2];
+static uint64_t tt_rng[TT_TASKS];
+
+static void tt_waiter(void *arg)
+{
+    GORT_FRAME();
+    int i = (int)(intptr_t)arg;
+    for (int k = 0; k < TT_WAITS; k++) {
+        int64_t timeout = 1 + (int64_t)(test_rand(&tt_rng[i]) % 20000); /* 1 ns .. 20 us */
+        int64_t t0 = gort_now();
+        WCHECK(gort_wait_fd(tt_pipe[0], POLLIN, timeout) == -ETIMEDOUT);
+        WCHECK(gort_now() - t0 >= timeout);
+    }
+    atomic_fetch_add(&done, 1);
+}
+
+static void tiny_timeouts_main(void *arg)
+{
+    reset_counters();
+    uint64_t seed = test_seed("tiny_timeouts", 77);
+    ck_assert_int_eq(pipe(tt_pipe), 0);
+    for (int i = 0; i < TT_TASKS; i++) {
+        tt_rng[i] = seed + (uint64_t)i;
+        ck_assert_int_eq(gort_go(tt_waiter, (void *)(intptr_t)i), 0);
+    }
+    ck_assert_msg(wait_done(TT_TASKS, 30000 * MS), "a timed wait never ended");
+    assert_no_worker_failure();
+    ck_assert_int_eq(netpoll_waiters(), 0);
+    close2(tt_pipe);
+}
+
+START_TEST(tiny_timeouts_1p) { test_run(tiny_timeouts_main, NULL, 1, 0); }
+END_TEST
+START_TEST(tiny_timeouts_2p) { test_run(tiny_timeouts_main, NULL, 2, 0); }
 END_TEST
 
 /* ----------------------------- an edge that comes before the reader parks is not lost */
@@ -663,7 +708,7 @@ static void peer_close_main(void *arg)
         gort_sleep(MS);
     close(pc_fd[1]);
     ck_assert(wait_done(1, 60000 * MS));
-    ck_assert_int_eq(atomic_load(&pc_result), 0);
+    ck_assert_int_eq(LD(&pc_result), 0);
     close(pc_fd[0]);
     /* a parked writer sees the reader go: the bytes it wrote, then -EPIPE */
     ck_assert_int_eq(pipe(pc_fd), 0);
@@ -723,13 +768,13 @@ static void multi_waiters_main(void *arg)
     while (netpoll_waiters() < MW_READERS + 1 && gort_now() < deadline)
         gort_sleep(MS);
     ck_assert_int_eq(netpoll_waiters(), MW_READERS + 1);
-    ck_assert_int_eq(atomic_load(&done), 0);
+    ck_assert_int_eq(LD(&done), 0);
     /* one byte at a time: each goes to exactly one reader */
     for (int i = 0; i < MW_READERS; i++) {
         ck_assert_int_eq(gort_write(mw_pipe[1], "m", 1), 1);
         while (atomic_load(&mw_bytes) < i + 1 && gort_now() < deadline)
             gort_sleep(MS);
-        ck_assert_int_eq(atomic_load(&mw_bytes), i + 1);
+        ck_assert_int_eq(LD(&mw_bytes), i + 1);
     }
     ck_assert(wait_done(MW_READERS + 1, 60000 * MS));
     assert_no_worker_failure();
@@ -921,6 +966,8 @@ static Suite *io_suite(void)
     tcase_add_test(tc, wait_fd_1p);
     tcase_add_test(tc, wait_fd_2p);
     tcase_add_test(tc, wait_fd_race_2p);
+    tcase_add_test(tc, tiny_timeouts_1p);
+    tcase_add_test(tc, tiny_timeouts_2p);
     tcase_add_test(tc, edge_before_park_1p);
     tcase_add_test(tc, edge_before_park_2p);
     tcase_add_test(tc, bad_fd);
@@ -935,26 +982,4 @@ static Suite *io_suite(void)
     return s;
 }
 
-/* Binds, on the process's big stack, the PLT slots of the libc calls the worker tasks
- * make: with lazy binding, the first call through a slot runs the dynamic linker's
- * resolver, which saves the xsave area on the stack (~2.9 KiB measured), more than a
- * 2 KiB task stack holds. (core/io.c does the same for the runtime's own calls; a build
- * linked with -Wl,-z,now needs neither.) Check forks each test from this process, so
- * the bindings carry over. */
-static void bind_libc_now(void)
-{
-    static volatile size_t zero;
-    char a = 0, b = 0;
-    (void)!close(-1);
-    (void)!shutdown(-1, SHUT_WR);
-    (void)!socket(-1, -1, -1);
-    (void)!fcntl(-1, F_GETFL);
-    (void)!memcmp(&a, &b, zero);
-    errno = 0;
-}
-
-int main(void)
-{
-    bind_libc_now();
-    return test_main(io_suite());
-}
+int main(void) { return test_main(io_suite()); }

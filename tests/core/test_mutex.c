@@ -113,6 +113,7 @@ static void fifo_main(void *arg)
     sync_yield_n(50);
     ck_assert_int_eq(g_norder, 0); /* all blocked while we hold it */
     ck_assert_uint_eq(sync_mutex_nwaiters(g_mu), FIFO_N);
+    ck_assert(sync_dump_has("mutex lock", g_mu));
     gort_mutex_unlock(g_mu);
     SYNC_WAIT_FOR(atomic_load(&g_ndone) == FIFO_N);
     gort_mutex_lock(g_mu);
@@ -373,8 +374,8 @@ END_TEST
  * by trylock-and-yield), with random yields inside and outside the critical section:
  * the counter must equal T*N and nobody may ever find another task inside. */
 #define STRESS_T 8
-#define STRESS_N 1500
-#define STRESS_ROUNDS 3
+#define STRESS_N 3000
+#define STRESS_ROUNDS 6
 
 typedef struct mstress {
     gort_mutex_t mu;

@@ -41,13 +41,14 @@ static long g_value;         /* written by fn only, read after gort_once returns
 static _Atomic int g_fn_finished;
 static _Atomic int g_saw_value; /* callers that saw fn's effect on return */
 static _Atomic int g_callers_done;
+static _Atomic int g_fn_release; /* set by the main task once it has seen the waiters */
 
 /* Runs long and yields, and does not finish until every other caller parked on the
  * once: proves they wait instead of running fn or returning early. */
 static void slow_fn(void)
 {
     atomic_fetch_add(&g_calls, 1);
-    while (sync_once_nwaiters(g_once) < NCALLERS - 1)
+    while (sync_once_nwaiters(g_once) < NCALLERS - 1 || !atomic_load(&g_fn_release))
         gort_yield();
     g_value = 42;
     atomic_store(&g_fn_finished, 1);
@@ -71,8 +72,13 @@ static void concurrent_main(void *arg)
     atomic_store(&g_fn_finished, 0);
     atomic_store(&g_saw_value, 0);
     atomic_store(&g_callers_done, 0);
+    atomic_store(&g_fn_release, 0);
     for (int i = 0; i < NCALLERS; i++)
         ck_assert_int_eq(gort_go(caller, NULL), 0);
+    SYNC_WAIT_FOR(sync_once_nwaiters(g_once) == NCALLERS - 1);
+    ck_assert_int_eq(atomic_load(&g_callers_done), 0);
+    ck_assert(sync_dump_has("once", g_once));
+    atomic_store(&g_fn_release, 1);
     SYNC_WAIT_FOR(atomic_load(&g_callers_done) == NCALLERS);
     ck_assert_int_eq(atomic_load(&g_calls), 1);
     ck_assert_int_eq(atomic_load(&g_saw_value), NCALLERS);
@@ -117,7 +123,7 @@ END_TEST
  * yields; fn (which yields too) runs exactly once per object, and every caller sees
  * its result on return. fn takes no argument, so it finds its object in g_cur, which
  * the main task sets before it spawns that object's callers. */
-#define OS_OBJECTS 300
+#define OS_OBJECTS 600
 #define OS_MAXCALLERS 6
 
 typedef struct ostress {

@@ -131,6 +131,8 @@ static void writer_pref_main(void *arg)
     sync_yield_n(50);
     ck_assert_int_eq(g_nlog, 0);
     ck_assert_uint_eq(sync_rwmutex_nwaiters(g_rw, true), 1);
+    ck_assert(sync_dump_has("rwmutex lock", g_rw));
+    ck_assert(sync_dump_has("rwmutex rlock", g_rw));
     gort_rwmutex_runlock(g_rw);
     SYNC_WAIT_FOR(atomic_load(&g_done) == 2);
     gort_mutex_lock(&g_log_mu);
@@ -162,6 +164,8 @@ static void readers_first_main(void *arg)
     SYNC_WAIT_FOR(sync_rwmutex_nwaiters(g_rw, true) == 1);
     sync_yield_n(20);
     ck_assert_int_eq(g_nlog, 0);
+    /* the second writer waits on the writers' inner mutex: still shown as the rwmutex */
+    ck_assert(sync_dump_has("rwmutex lock", g_rw));
     gort_rwmutex_unlock(g_rw);
     SYNC_WAIT_FOR(atomic_load(&g_done) == 4);
     gort_mutex_lock(&g_log_mu);
@@ -253,8 +257,8 @@ END_TEST
  * a writer never sees anyone inside; writers' plain counter ends at the sum. */
 #define RS_READERS 6
 #define RS_WRITERS 3
-#define RS_ITERS 800
-#define RS_ROUNDS 3
+#define RS_ITERS 1500
+#define RS_ROUNDS 6
 
 typedef struct rstress {
     gort_rwmutex_t rw;

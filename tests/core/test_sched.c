@@ -350,7 +350,7 @@ END_TEST
 
 static _Atomic int stop_spinning;
 
-static __attribute__((noinline)) long frame_fn(long x)
+static __attribute__((noinline)) unsigned long frame_fn(unsigned long x)
 {
     GORT_FRAME();
     return x * 3 + 1;
@@ -358,7 +358,7 @@ static __attribute__((noinline)) long frame_fn(long x)
 
 static void spinner(void *arg)
 {
-    long x = 0;
+    unsigned long x = 0;
     while (!atomic_load_explicit(&stop_spinning, memory_order_relaxed))
         x = frame_fn(x);
     atomic_fetch_add(&counter, 1);
@@ -379,7 +379,8 @@ START_TEST(coop_preemption_at_frame_checks)
 {
     atomic_store(&counter, 0);
     atomic_store(&stop_spinning, 0);
-    gort_config_t cfg = {.procs = 1, .timeslice_us = 2000};
+    /* COOP: the asynchronous path (preempt/) would otherwise get there first */
+    gort_config_t cfg = {.procs = 1, .timeslice_us = 2000, .preempt = GORT_PREEMPT_COOP};
     test_run_cfg(coop_main, NULL, &cfg, 0);
 }
 END_TEST
@@ -528,7 +529,8 @@ static void frame_overflow_main(void *arg)
 
 static void child_frame(void)
 {
-    gort_config_t cfg = {.procs = 1};
+    /* stacks grow now (stackmap/): the limit makes the check report the overflow */
+    gort_config_t cfg = {.procs = 1, .stack_max = 256 * 1024};
     gort_run(frame_overflow_main, NULL, &cfg);
 }
 

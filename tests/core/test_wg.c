@@ -100,6 +100,7 @@ static void wait_main(void *arg)
                   atomic_load(&g_w->started) == NW);
     sync_yield_n(30);
     ck_assert_int_eq(atomic_load(&g_w->waiters_done), 0); /* nobody done yet */
+    ck_assert(sync_dump_has("wait group", &g_w->wg));
     atomic_store(&g_w->release, 1);
     gort_wg_wait(&g_w->wg); /* the main task waits too */
     for (int i = 0; i <= NW; i++)
@@ -140,7 +141,7 @@ END_TEST
  * count, random yields, some adding a child worker) set a flag per unit of work; the
  * main task and a few helper waiters must see every unit of the generation done on
  * return. Helpers queue before, during and after the workers' dones. */
-#define WS_ROUNDS 150
+#define WS_ROUNDS 500
 #define WS_MAXW 12
 #define WS_HELPERS 2
 

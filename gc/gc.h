@@ -1,0 +1,104 @@
+/* gc/gc.h — the gc module's internal interface: the hooks core/ calls (allocation
+ * registry, stop-the-world safe points, leak check at exit, cancellation flag) and the
+ * pieces the files of gc/ share. gc/README.md explains the design. */
+#ifndef GORT_GC_GC_H
+#define GORT_GC_GC_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/rt.h"
+
+/* ------------------------------------------------ hooks called by core/ */
+
+/* jemalloc extent hooks for the runtime arena (core/alloc.c passes them to
+ * arenas.create): every extent the arena maps, metadata included, is recorded, so
+ * "owned by the runtime" is an address-range question. NULL if they cannot be set up. */
+void *heap_extent_hooks(void);
+/* Every rt_alloc'd object is registered (start, usable size) and unregistered by
+ * rt_free: a pointer anywhere inside one finds it. Any context, any thread; leaf lock. */
+void heap_obj_add(void *p, size_t size);
+void heap_obj_del(void *p);
+
+/* Stop-the-world safe points. stw_requested is read by the scheduler on its slow paths
+ * (relaxed is enough there: the stopper re-checks under sched.lock and waits). */
+extern _Atomic int stw_requested;
+/* An M holding a P, on g0, no lock held, no task: parks until the world restarts. */
+void stw_park_m(m_t *m);
+/* A task leaving a system call while the world is stopped waits here (no lock held,
+ * task stack, no P); returns when the world runs again. */
+void stw_wait_syscall(void);
+
+/* GORT_DEBUG=leakcheck=... at the end of gort_run (main task, just returned). Returns
+ * the run result gort_run should report (rc unless leakcheck=exit found leaks). */
+int leakcheck_at_exit(int rc);
+
+/* g->gc_flags bits: set by the gc with the world stopped, before g_ready; read and
+ * cleared by the woken task itself. */
+enum { GC_CANCELLED = 1 };
+
+/* ------------------------------------------------ shared inside gc/ */
+
+/* A half-open address range. */
+typedef struct range {
+    uintptr_t lo, hi;
+} range_t;
+
+/* Memory the gc itself maps (registry, scratch): never a root, never an object. */
+void *gc_map(size_t bytes);
+void gc_unmap(void *p, size_t bytes);
+/* Copies the ranges gc_map handed out and the runtime arena's extents into out (at most
+ * max); returns the count (may exceed max: call again with more room). */
+size_t heap_owned_ranges(range_t *out, size_t max);
+
+/* Sorts by lo (radix sort; lo must be 8-aligned). World stopped or gc-private. */
+void range_sort(range_t *a, size_t n);
+/* The registered objects, sorted by address, into a gc_map'd array; *n its length.
+ * Caller gc_unmaps (n * sizeof(range_t) rounded). World stopped. */
+range_t *heap_objs_snapshot(size_t *n);
+
+/* Stops every P at a safe point (the caller's own P counts as stopped). Sysstack, on a
+ * task's M, no runtime lock held. Returns 0, or -EAGAIN when some task did not reach
+ * a safe point within timeout_ns (the world is then running again). */
+int stw_stop(int64_t timeout_ns);
+void stw_start(void);
+
+/* One leaked task, as the cycle found it (with the world stopped). */
+typedef struct leak_rec {
+    g_t *g;
+    uint64_t id;
+    wait_reason_t why;
+    const void *obj;
+    int64_t blocked_ns;
+    void *spawn_pc;
+    const char *name;
+    void *pcs[16];      /* backtrace, innermost first */
+    int npcs;
+} leak_rec_t;
+
+/* The result of a cycle: leaked tasks in gc_map'd memory. */
+typedef struct leak_set {
+    leak_rec_t *recs;
+    size_t n, cap;
+    size_t ntasks;      /* tasks examined */
+    int64_t stw_ns;     /* time to stop the world */
+    int64_t mark_ns;    /* marking */
+} leak_set_t;
+
+/* Marks from the roots and fills `out` with the leaked tasks. World stopped; sysstack.
+ * self: the task that stopped the world (a root); self_sp: its stack pointer before
+ * the system-stack call. Returns 0 or -ENOMEM. */
+int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp);
+void leak_set_free(leak_set_t *s);
+
+/* Frame-pointer backtrace of a parked task; returns the count. */
+int report_backtrace(g_t *g, void **pcs, int max);
+/* "fn+0xNN (file)" for pc, cached per PC for the life of the process. */
+const char *report_symbolize(void *pc);
+/* Prints the leaks grouped by identical (wait reason, spawn site, backtrace). */
+void report_print(FILE *out, const leak_set_t *s);
+
+#endif

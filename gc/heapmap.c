@@ -1,0 +1,450 @@
+/* gc/heapmap.c — which memory is whose: the runtime arena's extents, the runtime's
+ * objects, and the gc's own scratch memory.
+ *
+ * Design. Runtime memory comes from a jemalloc arena of its own (core/alloc.c). Two
+ * records make "owned by the runtime" exact:
+ *  - extents: extent hooks wrap jemalloc's defaults for that arena and keep the union
+ *    of the ranges it maps. The arena's metadata (its base: extent descriptors, bins)
+ *    is mapped through the same hooks, so it falls inside too. Root scanning skips
+ *    these ranges: otherwise descriptors pointing at slab starts would mark objects.
+ *  - objects: rt_alloc/rt_free register each object (start, usable size) in an
+ *    open-addressing hash (linear probing, backward-shift deletion). A cycle copies it
+ *    into a sorted array, so a pointer anywhere inside an object finds it by binary
+ *    search.
+ * The gc's own memory (this hash, the cycle's scratch) comes from gc_map (plain mmap)
+ * and is neither a root nor an object: it holds a pointer to every runtime object.
+ * Locks: three leaf spinlocks (extents, objects, gc maps), never held across a call
+ * that takes another runtime lock; extent hooks run under jemalloc's locks and so take
+ * only theirs.
+ * Rejected: jemalloc introspection per pointer (no interior-pointer lookup in its API);
+ * scanning all anonymous memory as roots (jemalloc metadata and tcache stacks hold
+ * stale pointers to runtime objects: every leak would be hidden).
+ */
+#include <jemalloc/jemalloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "gc/gc.h"
+
+/* ------------------------------------------------------------ spinlocks */
+
+typedef struct spin {
+    atomic_flag f;
+} spin_t;
+
+static void spin_lock(spin_t *s)
+{
+    /* acquire: pairs with the release in spin_unlock */
+    while (atomic_flag_test_and_set_explicit(&s->f, memory_order_acquire))
+        __builtin_ia32_pause();
+}
+
+static void spin_unlock(spin_t *s) { atomic_flag_clear_explicit(&s->f, memory_order_release); }
+
+/* ------------------------------------------------------------ gc maps */
+
+enum { GC_MAPS_MAX = 512 };
+static spin_t maps_lock;                /* leaf */
+static range_t gc_maps[GC_MAPS_MAX];    /* maps_lock */
+static size_t ngc_maps;                 /* maps_lock */
+
+static size_t page_round(size_t b) { return (b + 4095) & ~(size_t)4095; }
+
+void *gc_map(size_t bytes)
+{
+    bytes = page_round(bytes ? bytes : 1);
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    spin_lock(&maps_lock);
+    if (ngc_maps == GC_MAPS_MAX) {
+        spin_unlock(&maps_lock);
+        munmap(p, bytes);
+        return NULL;
+    }
+    gc_maps[ngc_maps++] = (range_t){(uintptr_t)p, (uintptr_t)p + bytes};
+    spin_unlock(&maps_lock);
+    return p;
+}
+
+void gc_unmap(void *p, size_t bytes)
+{
+    if (!p)
+        return;
+    bytes = page_round(bytes ? bytes : 1);
+    spin_lock(&maps_lock);
+    for (size_t i = 0; i < ngc_maps; i++)
+        if (gc_maps[i].lo == (uintptr_t)p) {
+            gc_maps[i] = gc_maps[--ngc_maps];
+            break;
+        }
+    spin_unlock(&maps_lock);
+    munmap(p, bytes);
+}
+
+/* ------------------------------------------------------------ extents */
+
+static spin_t ext_lock;        /* leaf; taken inside jemalloc's extent hooks */
+static range_t *ext;           /* sorted, disjoint, non-adjacent; ext_lock */
+static size_t next, ext_cap;   /* ext_lock */
+
+static bool ext_reserve_locked(size_t want)
+{
+    if (want <= ext_cap)
+        return true;
+    size_t cap = ext_cap ? ext_cap * 2 : 256;
+    while (cap < want)
+        cap *= 2;
+    range_t *n = gc_map(cap * sizeof *n);
+    if (!n)
+        return false;
+    if (ext)
+        memcpy(n, ext, next * sizeof *n);
+    range_t *old = ext;
+    size_t oldcap = ext_cap;
+    ext = n;
+    ext_cap = cap;
+    gc_unmap(old, oldcap * sizeof *old);
+    return true;
+}
+
+/* First index whose hi > a. */
+static size_t ext_find(uintptr_t a)
+{
+    size_t lo = 0, hi = next;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (ext[mid].hi <= a)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void ext_add(uintptr_t a, uintptr_t b)
+{
+    spin_lock(&ext_lock);
+    if (!ext_reserve_locked(next + 1)) {
+        spin_unlock(&ext_lock);
+        return; /* unrecorded: its objects are still registered; only roots widen */
+    }
+    size_t i = ext_find(a > 0 ? a - 1 : a); /* may merge with a range ending at a */
+    size_t j = i;
+    while (j < next && ext[j].lo <= b) {
+        if (ext[j].lo < a)
+            a = ext[j].lo;
+        if (ext[j].hi > b)
+            b = ext[j].hi;
+        j++;
+    }
+    /* ranges [i, j) merge into [a, b) */
+    if (j == i) {
+        memmove(&ext[i + 1], &ext[i], (next - i) * sizeof *ext);
+        next++;
+    } else if (j > i + 1) {
+        memmove(&ext[i + 1], &ext[j], (next - j) * sizeof *ext);
+        next -= j - i - 1;
+    }
+    ext[i] = (range_t){a, b};
+    spin_unlock(&ext_lock);
+}
+
+static void ext_del(uintptr_t a, uintptr_t b)
+{
+    spin_lock(&ext_lock);
+    if (!ext_reserve_locked(next + 1)) { /* a split needs one more slot */
+        spin_unlock(&ext_lock);
+        return; /* still recorded as owned: only roots narrow, never wrongly */
+    }
+    size_t i = ext_find(a);
+    while (i < next && ext[i].lo < b) {
+        range_t r = ext[i];
+        if (r.lo < a && r.hi > b) { /* split */
+            memmove(&ext[i + 1], &ext[i], (next - i) * sizeof *ext);
+            next++;
+            ext[i].hi = a;
+            ext[i + 1].lo = b;
+            break;
+        }
+        if (r.lo < a) {
+            ext[i].hi = a;
+            i++;
+        } else if (r.hi > b) {
+            ext[i].lo = b;
+            break;
+        } else {
+            memmove(&ext[i], &ext[i + 1], (next - i - 1) * sizeof *ext);
+            next--;
+        }
+    }
+    spin_unlock(&ext_lock);
+}
+
+static extent_hooks_t *ext_default;
+static extent_hooks_t ext_hooks;
+
+static void *ext_alloc(extent_hooks_t *h, void *addr, size_t size, size_t align, bool *zero,
+                       bool *commit, unsigned arena)
+{
+    void *p = ext_default->alloc(ext_default, addr, size, align, zero, commit, arena);
+    if (p)
+        ext_add((uintptr_t)p, (uintptr_t)p + size);
+    return p;
+}
+
+static bool ext_dalloc(extent_hooks_t *h, void *addr, size_t size, bool committed,
+                       unsigned arena)
+{
+    if (!ext_default->dalloc)
+        return true; /* opt out: jemalloc retains it, and it stays recorded */
+    bool refused = ext_default->dalloc(ext_default, addr, size, committed, arena);
+    if (!refused)
+        ext_del((uintptr_t)addr, (uintptr_t)addr + size);
+    return refused;
+}
+
+static void ext_destroy(extent_hooks_t *h, void *addr, size_t size, bool committed,
+                        unsigned arena)
+{
+    if (ext_default->destroy)
+        ext_default->destroy(ext_default, addr, size, committed, arena);
+    ext_del((uintptr_t)addr, (uintptr_t)addr + size);
+}
+
+static bool ext_commit(extent_hooks_t *h, void *addr, size_t size, size_t off, size_t len,
+                       unsigned arena)
+{
+    return ext_default->commit(ext_default, addr, size, off, len, arena);
+}
+
+static bool ext_decommit(extent_hooks_t *h, void *addr, size_t size, size_t off, size_t len,
+                         unsigned arena)
+{
+    return ext_default->decommit(ext_default, addr, size, off, len, arena);
+}
+
+static bool ext_purge_lazy(extent_hooks_t *h, void *addr, size_t size, size_t off, size_t len,
+                           unsigned arena)
+{
+    return ext_default->purge_lazy(ext_default, addr, size, off, len, arena);
+}
+
+static bool ext_purge_forced(extent_hooks_t *h, void *addr, size_t size, size_t off,
+                             size_t len, unsigned arena)
+{
+    return ext_default->purge_forced(ext_default, addr, size, off, len, arena);
+}
+
+static bool ext_split(extent_hooks_t *h, void *addr, size_t size, size_t a, size_t b,
+                      bool committed, unsigned arena)
+{
+    return ext_default->split(ext_default, addr, size, a, b, committed, arena);
+}
+
+static bool ext_merge(extent_hooks_t *h, void *a, size_t asz, void *b, size_t bsz,
+                      bool committed, unsigned arena)
+{
+    return ext_default->merge(ext_default, a, asz, b, bsz, committed, arena);
+}
+
+/* Called once by rt_alloc_init, before the arena exists (single-threaded). */
+void *heap_extent_hooks(void)
+{
+    if (ext_default)
+        return &ext_hooks;
+    extent_hooks_t *def = NULL;
+    size_t sz = sizeof def;
+    if (mallctl("arena.0.extent_hooks", &def, &sz, NULL, 0) != 0 || !def || !def->alloc)
+        return NULL;
+    ext_default = def;
+    ext_hooks = (extent_hooks_t){
+        .alloc = ext_alloc,
+        .dalloc = ext_dalloc,
+        .destroy = ext_destroy,
+        .commit = def->commit ? ext_commit : NULL,
+        .decommit = def->decommit ? ext_decommit : NULL,
+        .purge_lazy = def->purge_lazy ? ext_purge_lazy : NULL,
+        .purge_forced = def->purge_forced ? ext_purge_forced : NULL,
+        .split = def->split ? ext_split : NULL,
+        .merge = def->merge ? ext_merge : NULL,
+    };
+    return &ext_hooks;
+}
+
+size_t heap_owned_ranges(range_t *out, size_t max)
+{
+    size_t n = 0;
+    spin_lock(&maps_lock);
+    for (size_t i = 0; i < ngc_maps; i++, n++)
+        if (n < max)
+            out[n] = gc_maps[i];
+    spin_unlock(&maps_lock);
+    spin_lock(&ext_lock);
+    for (size_t i = 0; i < next; i++, n++)
+        if (n < max)
+            out[n] = ext[i];
+    spin_unlock(&ext_lock);
+    return n;
+}
+
+/* ------------------------------------------------------------ objects */
+
+typedef struct obj_slot {
+    uintptr_t key;  /* object start; 0 = empty */
+    size_t size;    /* usable size */
+} obj_slot_t;
+
+static spin_t obj_lock;        /* leaf */
+static obj_slot_t *objs;       /* obj_lock */
+static size_t objs_cap;        /* power of two; obj_lock */
+static size_t objs_n;          /* obj_lock */
+
+static inline size_t obj_hash(uintptr_t k, size_t mask)
+{
+    return (size_t)(((k >> 4) * 0x9e3779b97f4a7c15ull) >> 20) & mask;
+}
+
+static void obj_insert_locked(uintptr_t k, size_t size)
+{
+    size_t mask = objs_cap - 1;
+    size_t i = obj_hash(k, mask);
+    while (objs[i].key && objs[i].key != k)
+        i = (i + 1) & mask;
+    if (!objs[i].key)
+        objs_n++;
+    objs[i] = (obj_slot_t){k, size};
+}
+
+static bool obj_grow_locked(void)
+{
+    size_t cap = objs_cap ? objs_cap * 2 : 4096;
+    obj_slot_t *n = gc_map(cap * sizeof *n);
+    if (!n)
+        return false;
+    obj_slot_t *old = objs;
+    size_t oldcap = objs_cap;
+    objs = n;
+    objs_cap = cap;
+    objs_n = 0;
+    for (size_t i = 0; i < oldcap; i++)
+        if (old[i].key)
+            obj_insert_locked(old[i].key, old[i].size);
+    gc_unmap(old, oldcap * sizeof *old);
+    return true;
+}
+
+static bool objs_lost; /* an insert failed (no memory): cycles must not trust the table */
+
+void heap_obj_add(void *p, size_t size)
+{
+    spin_lock(&obj_lock);
+    if (2 * (objs_n + 1) > objs_cap && !obj_grow_locked()) {
+        objs_lost = true;
+        spin_unlock(&obj_lock);
+        return;
+    }
+    obj_insert_locked((uintptr_t)p, size);
+    spin_unlock(&obj_lock);
+}
+
+void heap_obj_del(void *p)
+{
+    uintptr_t k = (uintptr_t)p;
+    spin_lock(&obj_lock);
+    if (!objs_cap) {
+        spin_unlock(&obj_lock);
+        return;
+    }
+    size_t mask = objs_cap - 1;
+    size_t i = obj_hash(k, mask);
+    while (objs[i].key && objs[i].key != k)
+        i = (i + 1) & mask;
+    if (objs[i].key) {
+        /* backward-shift deletion keeps every probe chain unbroken */
+        size_t j = i;
+        for (;;) {
+            objs[i].key = 0;
+            for (;;) {
+                j = (j + 1) & mask;
+                if (!objs[j].key)
+                    goto out_done;
+                size_t h = obj_hash(objs[j].key, mask);
+                /* can objs[j] move to i? only if its home is not in (i, j] cyclically */
+                if (i <= j ? (h <= i || h > j) : (h <= i && h > j))
+                    break;
+            }
+            objs[i] = objs[j];
+            i = j;
+        }
+out_done:
+        objs_n--;
+    }
+    spin_unlock(&obj_lock);
+}
+
+static int range_cmp(const void *a, const void *b)
+{
+    uintptr_t x = ((const range_t *)a)->lo, y = ((const range_t *)b)->lo;
+    return x < y ? -1 : x > y;
+}
+
+/* LSD radix sort on lo (bits 3..50: objects are 8-aligned user-space addresses). */
+void range_sort(range_t *a, size_t n)
+{
+    if (n < 4096) {
+        qsort(a, n, sizeof *a, range_cmp);
+        return;
+    }
+    range_t *tmp = gc_map(n * sizeof *tmp);
+    if (!tmp) {
+        qsort(a, n, sizeof *a, range_cmp);
+        return;
+    }
+    range_t *src = a, *dst = tmp;
+    for (unsigned shift = 3; shift < 51; shift += 12) {
+        static size_t count[4096];
+        memset(count, 0, sizeof count);
+        for (size_t i = 0; i < n; i++)
+            count[(src[i].lo >> shift) & 4095]++;
+        size_t sum = 0;
+        for (size_t d = 0; d < 4096; d++) {
+            size_t c = count[d];
+            count[d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[count[(src[i].lo >> shift) & 4095]++] = src[i];
+        range_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a)
+        memcpy(a, src, n * sizeof *a);
+    gc_unmap(tmp, n * sizeof *tmp);
+}
+
+range_t *heap_objs_snapshot(size_t *nout)
+{
+    *nout = 0;
+    spin_lock(&obj_lock);
+    if (objs_lost) {
+        spin_unlock(&obj_lock);
+        return NULL;
+    }
+    size_t n = objs_n;
+    range_t *a = gc_map((n + 1) * sizeof *a);
+    if (!a) {
+        spin_unlock(&obj_lock);
+        return NULL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < objs_cap && k < n; i++)
+        if (objs[i].key)
+            a[k++] = (range_t){objs[i].key, objs[i].key + objs[i].size};
+    spin_unlock(&obj_lock);
+    range_sort(a, k);
+    *nout = k;
+    return a;
+}

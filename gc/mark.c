@@ -1,0 +1,531 @@
+/* gc/mark.c — conservative marking from the roots, to a fixed point over blocked tasks.
+ *
+ * Roots (scanned word by word, every aligned word that points anywhere inside a
+ * registered runtime object marks that object):
+ *  - every writable private mapping of /proc/self/maps (globals of every loaded object,
+ *    the program's heap, threads that are not Ms) minus what the runtime owns: the
+ *    runtime arena's extents, the stack pool's chunks, the gc's own maps, and the Ms'
+ *    thread stacks;
+ *  - each M's thread stack from g0's saved sp up (below it: dead system-stack frames,
+ *    whose stale words would hide leaks);
+ *  - tasks that can run or be woken by something other than a task: running (the
+ *    stopper, from its sp), runnable, in a system call (whole stack), sleeping, waiting
+ *    for I/O, and any task whose stack holds a queued timer (select with a timeout);
+ *    a root task's stack [sp, hi), its args copy and vector-state save area;
+ *  - queued timers elsewhere (gort_after, contexts with a deadline): the timer and its
+ *    argument.
+ * Runtime objects are traced, not roots (a channel marks what its buffer holds), except
+ * task records and the allg array: tracing those would mark every wait object.
+ * A blocked task becomes a root when its wait object is reachable: the object is a
+ * marked runtime object, lies in a root task's stack, or lies anywhere else (the
+ * program's heap and globals are roots in this mode, so an object there is reachable).
+ * For a select, any of its channels; a nil channel or an empty select is never
+ * reachable. Repeated until nothing changes; the tasks left are leaked.
+ * No false positives: every doubt (an address we cannot classify, an object the registry
+ * lost) counts as reachable.
+ * Context: sysstack of the stopper, world stopped.
+ */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/chan.h"
+#include "core/sched_impl.h"
+#include "gc/gc.h"
+
+/* stackpool.c accessor (additive, core/stackpool.c) */
+size_t stackpool_chunks(void **out, size_t *sizes, size_t max);
+
+enum { TASK_CAND = 0, TASK_ROOT = 1 };
+
+typedef struct task_ent {
+    g_t *g;
+    uint8_t state;   /* TASK_CAND or TASK_ROOT */
+    uint8_t kind;    /* 0 root kind, 1 chan/sync object, 2 select, 3 never wakes */
+} task_ent_t;
+
+typedef struct marker {
+    range_t *objs;      /* sorted registered objects */
+    size_t nobjs;
+    uintptr_t objs_lo, objs_hi;
+    uint8_t *marks;     /* per object: 1 marked */
+    uint32_t *work;     /* object indices to trace */
+    size_t nwork;
+    range_t *stacks;    /* lo = stack lo, hi = index into tasks; sorted by lo */
+    size_t nstacks;
+    task_ent_t *tasks;
+    size_t ntasks;
+    range_t *maps;      /* readable+writable private mappings, sorted */
+    size_t nmaps;
+    range_t *excl;      /* runtime-owned, sorted, merged */
+    size_t nexcl;
+    size_t maps_bytes, excl_bytes; /* their gc_map sizes */
+    char *mapsbuf;      /* /proc/self/maps text: kept mapped until the cycle ends, so no
+                           range listed in maps is unmapped before it is scanned */
+    size_t mapsbuf_bytes;
+} marker_t;
+
+/* ------------------------------------------------------------ lookups */
+
+static inline ptrdiff_t obj_find(const marker_t *mk, uintptr_t v)
+{
+    if (v < mk->objs_lo || v >= mk->objs_hi)
+        return -1;
+    size_t lo = 0, hi = mk->nobjs;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (mk->objs[mid].lo <= v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0)
+        return -1;
+    const range_t *r = &mk->objs[lo - 1];
+    return v < r->hi ? (ptrdiff_t)(lo - 1) : -1;
+}
+
+/* Task index whose stack holds v, or -1. */
+static ptrdiff_t stack_find(const marker_t *mk, uintptr_t v)
+{
+    size_t lo = 0, hi = mk->nstacks;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (mk->stacks[mid].lo <= v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0)
+        return -1;
+    task_ent_t *t = &mk->tasks[mk->stacks[lo - 1].hi];
+    return v < t->g->stack_hi ? (ptrdiff_t)mk->stacks[lo - 1].hi : -1;
+}
+
+/* Objects that are never traced: task records (they hold every wait object), the
+ * allg array (it holds every task record), Ms and Ps (stale hand-off fields such as
+ * m->defer_lock point into the last channel a task parked on; their live contents,
+ * tasks and timers, are handled as roots explicitly). */
+static bool obj_is_opaque(uintptr_t start, size_t size)
+{
+    if ((void *)start == (void *)allg)
+        return true;
+    for (m_t *m = sched.allm; m; m = m->all_link)
+        if ((uintptr_t)m == start)
+            return true;
+    for (int i = 0; i < sched.nprocs; i++)
+        if ((uintptr_t)sched.allp[i] == start)
+            return true;
+    if (size < sizeof(g_t))
+        return false;
+    const g_t *g = (const g_t *)start;
+    uint64_t i = g->allg_index;
+    return i < allg_len && allg[i] == g;
+}
+
+static inline void mark_word(marker_t *mk, uintptr_t v)
+{
+    ptrdiff_t i = obj_find(mk, v);
+    if (i < 0 || mk->marks[i])
+        return;
+    mk->marks[i] = 1;
+    if (!obj_is_opaque(mk->objs[i].lo, mk->objs[i].hi - mk->objs[i].lo))
+        mk->work[mk->nwork++] = (uint32_t)i;
+}
+
+static void scan_words(marker_t *mk, uintptr_t a, uintptr_t b)
+{
+    a = (a + 7) & ~(uintptr_t)7;
+    for (const uintptr_t *w = (const uintptr_t *)a; (uintptr_t)(w + 1) <= b; w++) {
+        uintptr_t v = *w;
+        if (v >= mk->objs_lo && v < mk->objs_hi)
+            mark_word(mk, v);
+    }
+}
+
+static void drain(marker_t *mk)
+{
+    while (mk->nwork) {
+        const range_t *r = &mk->objs[mk->work[--mk->nwork]];
+        scan_words(mk, r->lo, r->hi);
+    }
+}
+
+/* Scans [a, b) minus the runtime-owned ranges. */
+static void scan_minus_excl(marker_t *mk, uintptr_t a, uintptr_t b)
+{
+    size_t lo = 0, hi = mk->nexcl;
+    while (lo < hi) { /* first exclusion with hi > a */
+        size_t mid = (lo + hi) / 2;
+        if (mk->excl[mid].hi <= a)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (size_t i = lo; i < mk->nexcl && a < b; i++) {
+        const range_t *e = &mk->excl[i];
+        if (e->lo >= b)
+            break;
+        if (e->lo > a)
+            scan_words(mk, a, e->lo);
+        if (e->hi > a)
+            a = e->hi;
+    }
+    if (a < b)
+        scan_words(mk, a, b);
+}
+
+/* Scans [a, b) clipped to readable mappings (a thread stack's reported bounds may reach
+ * below what is mapped). */
+static void scan_clipped(marker_t *mk, uintptr_t a, uintptr_t b)
+{
+    for (size_t i = 0; i < mk->nmaps; i++) {
+        uintptr_t x = mk->maps[i].lo > a ? mk->maps[i].lo : a;
+        uintptr_t y = mk->maps[i].hi < b ? mk->maps[i].hi : b;
+        if (x < y)
+            scan_words(mk, x, y);
+    }
+}
+
+/* ------------------------------------------------------------ roots */
+
+static int maps_read(marker_t *mk)
+{
+    /* Read in one go into a buffer that stays mapped; if it was too small, read again
+     * into a bigger one, so the listing never names a buffer unmapped since. */
+    size_t cap = 8 << 20, len;
+    char *buf;
+    int fd;
+    for (;;) {
+        buf = gc_map(cap);
+        if (!buf)
+            return -ENOMEM;
+        fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            int e = -errno;
+            gc_unmap(buf, cap);
+            return e;
+        }
+        len = 0;
+        for (;;) {
+            ssize_t r = read(fd, buf + len, cap - len - 1);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            len += (size_t)r;
+            if (len + 1 >= cap)
+                break;
+        }
+        if (len + 4096 < cap)
+            break;
+        close(fd);
+        gc_unmap(buf, cap);
+        cap *= 2;
+    }
+    close(fd);
+    buf[len] = 0;
+    size_t lines = 1;
+    for (size_t i = 0; i < len; i++)
+        lines += buf[i] == '\n';
+    mk->mapsbuf = buf;
+    mk->mapsbuf_bytes = cap;
+    mk->maps_bytes = lines * sizeof(range_t);
+    mk->maps = gc_map(mk->maps_bytes);
+    if (!mk->maps)
+        return -ENOMEM;
+    mk->nmaps = 0;
+    for (char *s = buf; *s;) {
+        char *nl = strchr(s, '\n');
+        if (nl)
+            *nl = 0;
+        char *end;
+        uintptr_t lo = strtoull(s, &end, 16);
+        uintptr_t hi = *end == '-' ? strtoull(end + 1, &end, 16) : 0;
+        /* "rw-p": readable, writable, private; skip the kernel's special pages */
+        if (hi > lo && end[0] == ' ' && end[1] == 'r' && end[2] == 'w' && end[4] == 'p' &&
+            !strstr(end, "[vvar") && !strstr(end, "[vsyscall]") && !strstr(end, "[vdso]"))
+            mk->maps[mk->nmaps++] = (range_t){lo, hi};
+        if (!nl)
+            break;
+        s = nl + 1;
+    }
+    return 0;
+}
+
+static int excl_build(marker_t *mk)
+{
+    size_t nown = heap_owned_ranges(NULL, 0) + 64;
+    size_t nchunks = stackpool_chunks(NULL, NULL, 0);
+    size_t nm = 0;
+    for (m_t *m = sched.allm; m; m = m->all_link)
+        nm++;
+    size_t cap = nown + nchunks + nm + 16;
+    mk->excl_bytes = cap * sizeof(range_t);
+    mk->excl = gc_map(mk->excl_bytes);
+    void **ch = gc_map((nchunks + 1) * (sizeof(void *) + sizeof(size_t)));
+    if (!mk->excl || !ch)
+        return -ENOMEM;
+    size_t *chsz = (size_t *)(ch + nchunks + 1);
+    size_t n = heap_owned_ranges(mk->excl, nown);
+    if (n > nown)
+        n = nown; /* ranges appeared meanwhile (gc maps): the rest scan as roots, safe */
+    size_t k = stackpool_chunks(ch, chsz, nchunks);
+    for (size_t i = 0; i < k && i < nchunks; i++)
+        mk->excl[n++] = (range_t){(uintptr_t)ch[i], (uintptr_t)ch[i] + chsz[i]};
+    gc_unmap(ch, (nchunks + 1) * (sizeof(void *) + sizeof(size_t)));
+    for (m_t *m = sched.allm; m; m = m->all_link)
+        if (m->sysstack_hi > m->sysstack_lo)
+            mk->excl[n++] = (range_t){m->sysstack_lo & ~(uintptr_t)7, m->sysstack_hi};
+    range_sort(mk->excl, n);
+    size_t o = 0; /* merge overlaps */
+    for (size_t i = 0; i < n; i++) {
+        if (o && mk->excl[i].lo <= mk->excl[o - 1].hi) {
+            if (mk->excl[i].hi > mk->excl[o - 1].hi)
+                mk->excl[o - 1].hi = mk->excl[i].hi;
+        } else {
+            mk->excl[o++] = mk->excl[i];
+        }
+    }
+    mk->nexcl = o;
+    return 0;
+}
+
+static void task_scan_root(marker_t *mk, size_t ti, uintptr_t from)
+{
+    task_ent_t *t = &mk->tasks[ti];
+    g_t *g = t->g;
+    t->state = TASK_ROOT;
+    uintptr_t lo = g->stack_lo + 8; /* [lo, lo+8) is the canary */
+    if (from < lo || from >= g->stack_hi)
+        from = lo; /* no usable sp: the whole stack (more roots, never fewer) */
+    scan_words(mk, from, g->stack_hi);
+    if (g->args_copy)
+        mark_word(mk, (uintptr_t)g->args_copy);
+    if (g->xsave)
+        mark_word(mk, (uintptr_t)g->xsave);
+}
+
+/* The sp from which a parked or runnable task's stack is live. */
+static uintptr_t task_sp(const g_t *g, int st)
+{
+    uintptr_t sp = (uintptr_t)g->ctx.sp;
+    if (st == G_RUNNABLE)
+        sp = sp > 512 ? sp - 512 : 0; /* a preempted task's red zone and saved state */
+    return sp;
+}
+
+static bool wait_obj_reachable(marker_t *mk, const void *obj)
+{
+    uintptr_t v = (uintptr_t)obj;
+    if (!v)
+        return false;
+    ptrdiff_t i = obj_find(mk, v);
+    if (i >= 0)
+        return mk->marks[i];
+    ptrdiff_t t = stack_find(mk, v);
+    if (t >= 0)
+        return mk->tasks[t].state == TASK_ROOT;
+    return true; /* the program's memory, a global, or unknown: reachable */
+}
+
+/* A parked select: reachable when any of its queued records' channels is. The records
+ * are on its stack (or in a runtime object for large selects). */
+static bool select_reachable(marker_t *mk, const g_t *g)
+{
+    const chan_waiter_t *w = g->waiting;
+    for (int k = 0; w && k < 4096; k++) {
+        uintptr_t a = (uintptr_t)w;
+        bool in_stack = a >= g->stack_lo && a + sizeof *w <= g->stack_hi;
+        if (!in_stack && obj_find(mk, a) < 0)
+            return true; /* a record we cannot vouch for: reachable */
+        if (wait_obj_reachable(mk, w->c))
+            return true;
+        w = w->waitlink;
+    }
+    return w != NULL; /* a chain too long to follow: reachable */
+}
+
+static bool task_wakeable(marker_t *mk, const g_t *g, int kind)
+{
+    switch (kind) {
+    case 1:
+        return wait_obj_reachable(mk, g->wait_obj);
+    case 2:
+        return select_reachable(mk, g);
+    default:
+        return false;
+    }
+}
+
+/* 0: a root by state; 1: waits on wait_obj; 2: select; 3: can never be woken. */
+static int wait_kind(wait_reason_t r)
+{
+    switch (r) {
+    case WAIT_CHAN_RECV:
+    case WAIT_CHAN_SEND:
+    case WAIT_MUTEX:
+    case WAIT_RWMUTEX_R:
+    case WAIT_RWMUTEX_W:
+    case WAIT_COND:
+    case WAIT_WG:
+    case WAIT_ONCE:
+        return 1;
+    case WAIT_SELECT:
+        return 2;
+    case WAIT_CHAN_RECV_NIL:
+    case WAIT_CHAN_SEND_NIL:
+    case WAIT_SELECT_NO_CASES:
+        return 3;
+    default:
+        return 0; /* sleep, I/O, preempted, none: woken by the runtime */
+    }
+}
+
+/* ------------------------------------------------------------ the cycle */
+
+void leak_set_free(leak_set_t *s)
+{
+    gc_unmap(s->recs, s->cap * sizeof(leak_rec_t));
+    s->recs = NULL;
+    s->n = s->cap = 0;
+}
+
+static int leak_add(leak_set_t *s, g_t *g, int64_t now)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        leak_rec_t *n = gc_map(cap * sizeof *n);
+        if (!n)
+            return -ENOMEM;
+        if (s->recs)
+            memcpy(n, s->recs, s->n * sizeof *n);
+        gc_unmap(s->recs, s->cap * sizeof *n);
+        s->recs = n;
+        s->cap = cap;
+    }
+    leak_rec_t *r = &s->recs[s->n++];
+    r->g = g;
+    r->id = g->id;
+    r->why = g->wait_reason;
+    r->obj = g->wait_obj;
+    r->blocked_ns = now - g->wait_since;
+    r->spawn_pc = g->spawn_pc;
+    r->name = g->name;
+    r->npcs = report_backtrace(g, r->pcs, 16);
+    return 0;
+}
+
+int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp)
+{
+    marker_t mk = {0};
+    int rc = -ENOMEM;
+    mk.objs = heap_objs_snapshot(&mk.nobjs);
+    if (!mk.objs)
+        return -ENOMEM; /* or the registry lost an object: report nothing, never guess */
+    mk.objs_lo = mk.nobjs ? mk.objs[0].lo : 0;
+    mk.objs_hi = 0;
+    for (size_t i = 0; i < mk.nobjs; i++)
+        if (mk.objs[i].hi > mk.objs_hi)
+            mk.objs_hi = mk.objs[i].hi;
+    mk.marks = gc_map(mk.nobjs + 1);
+    mk.work = gc_map((mk.nobjs + 1) * sizeof(uint32_t));
+    mk.stacks = gc_map((allg_len + 1) * sizeof(range_t));
+    mk.tasks = gc_map((allg_len + 1) * sizeof(task_ent_t));
+    if (!mk.marks || !mk.work || !mk.stacks || !mk.tasks)
+        goto out_free;
+    if ((rc = maps_read(&mk)))
+        goto out_free;
+    if ((rc = excl_build(&mk)))
+        goto out_free;
+
+    /* live tasks and their stacks */
+    for (size_t i = 0; i < allg_len; i++) {
+        g_t *g = allg[i];
+        int st = atomic_load_explicit(&g->status, memory_order_relaxed);
+        if (st == G_IDLE || st == G_DEAD || !g->stack_lo)
+            continue;
+        mk.stacks[mk.nstacks++] = (range_t){g->stack_lo, mk.ntasks};
+        mk.tasks[mk.ntasks++] = (task_ent_t){.g = g};
+    }
+    out->ntasks = mk.ntasks;
+    range_sort(mk.stacks, mk.nstacks);
+
+    /* roots: the program's memory and globals */
+    for (size_t i = 0; i < mk.nmaps; i++)
+        scan_minus_excl(&mk, mk.maps[i].lo, mk.maps[i].hi);
+    /* Ms' thread stacks, live part */
+    for (m_t *m = sched.allm; m; m = m->all_link) {
+        uintptr_t lo = m->sysstack_lo, hi = m->sysstack_hi;
+        uintptr_t sp = (uintptr_t)m->g0.ctx.sp;
+        if (hi <= lo)
+            continue;
+        scan_clipped(&mk, sp >= lo && sp < hi ? sp : lo, hi);
+    }
+    /* queued timers: a task with a timer on its stack can be woken by it */
+    for (int i = 0; i < sched.nprocs; i++) {
+        p_t *p = sched.allp[i];
+        for (uint32_t k = 0; k < p->ntimers; k++) {
+            rtimer_t *t = p->timers[k];
+            ptrdiff_t ti = stack_find(&mk, (uintptr_t)t);
+            if (ti >= 0) {
+                mk.tasks[ti].kind = 0xff; /* root, scanned below */
+                continue;
+            }
+            mark_word(&mk, (uintptr_t)t);
+            mark_word(&mk, (uintptr_t)t->arg);
+        }
+    }
+    /* tasks that are roots by state */
+    for (size_t i = 0; i < mk.ntasks; i++) {
+        task_ent_t *t = &mk.tasks[i];
+        g_t *g = t->g;
+        int st = atomic_load_explicit(&g->status, memory_order_relaxed);
+        int kind = st == G_WAITING ? wait_kind(g->wait_reason) : 0;
+        if (t->kind == 0xff)
+            kind = 0;
+        t->kind = (uint8_t)kind;
+        if (kind)
+            continue;
+        if (g == self)
+            task_scan_root(&mk, i, self_sp);
+        else if (st == G_WAITING || st == G_RUNNABLE)
+            task_scan_root(&mk, i, task_sp(g, st));
+        else
+            task_scan_root(&mk, i, 0); /* running elsewhere or in a system call: all */
+    }
+    drain(&mk);
+
+    /* fixed point over blocked tasks */
+    for (bool progress = true; progress;) {
+        progress = false;
+        for (size_t i = 0; i < mk.ntasks; i++) {
+            task_ent_t *t = &mk.tasks[i];
+            if (t->state == TASK_ROOT || !task_wakeable(&mk, t->g, t->kind))
+                continue;
+            task_scan_root(&mk, i, task_sp(t->g, G_WAITING));
+            drain(&mk);
+            progress = true;
+        }
+    }
+
+    int64_t now = gort_now();
+    rc = 0;
+    for (size_t i = 0; i < mk.ntasks && !rc; i++)
+        if (mk.tasks[i].state != TASK_ROOT)
+            rc = leak_add(out, mk.tasks[i].g, now);
+    if (rc)
+        leak_set_free(out);
+
+out_free:
+    gc_unmap(mk.objs, (mk.nobjs + 1) * sizeof(range_t));
+    gc_unmap(mk.marks, mk.nobjs + 1);
+    gc_unmap(mk.work, (mk.nobjs + 1) * sizeof(uint32_t));
+    gc_unmap(mk.stacks, (allg_len + 1) * sizeof(range_t));
+    gc_unmap(mk.tasks, (allg_len + 1) * sizeof(task_ent_t));
+    gc_unmap(mk.maps, mk.maps_bytes);
+    gc_unmap(mk.mapsbuf, mk.mapsbuf_bytes);
+    gc_unmap(mk.excl, mk.excl_bytes);
+    return rc;
+}

@@ -1,0 +1,214 @@
+/* gc/report.c — leak reports: backtraces of parked tasks, symbols cached per PC, and
+ * grouping of identical stacks so a report over a million tasks stays readable.
+ *
+ * A group is (wait reason, spawn site, backtrace): the tasks of one leaking code path.
+ * Symbols come from libunwind (it reads .symtab, so static functions have names too),
+ * with dladdr for the file; libunwind is slow per call (it opens the object file), so
+ * every PC is symbolized once per process and kept in a gc_map'd table. No file:line:
+ * that needs DWARF line tables (libdw or addr2line), not a dependency here.
+ * Context: sysstack (stdio, libunwind).
+ */
+#define UNW_LOCAL_ONLY
+#include <dlfcn.h>
+#include <libunwind.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gc/gc.h"
+
+/* Saved context layout (core/arch/x86_64.S): fpcw+mxcsr, r15, r14, r13, r12, rbx, rbp,
+ * return address — the same slots core/dump.c reads. */
+enum { CTX_RBP_SLOT = 7, CTX_RET_SLOT = 8 };
+
+int report_backtrace(g_t *g, void **pcs, int max)
+{
+    const uint64_t *sp = g->ctx.sp;
+    uintptr_t lo = g->stack_lo, hi = g->stack_hi;
+    int n = 0;
+    if ((uintptr_t)sp < lo || (uintptr_t)(sp + CTX_RET_SLOT + 1) > hi)
+        return 0;
+    if (n < max && sp[CTX_RET_SLOT])
+        pcs[n++] = (void *)sp[CTX_RET_SLOT];
+    uintptr_t fp = sp[CTX_RBP_SLOT];
+    while (n < max) {
+        if (fp < lo || fp + 16 > hi || (fp & 7))
+            break;
+        void *ret = (void *)((const uint64_t *)fp)[1];
+        if (!ret)
+            break;
+        pcs[n++] = ret;
+        uintptr_t next = ((const uint64_t *)fp)[0];
+        if (next <= fp)
+            break;
+        fp = next;
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------ symbol cache */
+
+typedef struct sym_slot {
+    void *pc;
+    const char *s;
+} sym_slot_t;
+
+static atomic_flag sym_lock;   /* leaf */
+static sym_slot_t *syms;       /* sym_lock; open addressing */
+static size_t syms_cap, syms_n;
+static char *sym_arena;        /* strings; sym_lock */
+static size_t sym_arena_left;
+
+static char *sym_strdup(const char *s)
+{
+    size_t len = strlen(s) + 1;
+    if (len > sym_arena_left) {
+        size_t sz = len > 65536 ? len : 65536;
+        sym_arena = gc_map(sz);
+        if (!sym_arena) {
+            sym_arena_left = 0;
+            return NULL;
+        }
+        sym_arena_left = sz;
+    }
+    char *d = sym_arena;
+    memcpy(d, s, len);
+    sym_arena += len;
+    sym_arena_left -= len;
+    return d;
+}
+
+static void sym_format(void *pc, char *buf, size_t len)
+{
+    Dl_info info;
+    const char *file = "?";
+    char name[160];
+    unw_word_t off = 0;
+    bool named = false;
+    if (dladdr(pc, &info) && info.dli_fname) {
+        file = strrchr(info.dli_fname, '/') ? strrchr(info.dli_fname, '/') + 1 : info.dli_fname;
+        if (info.dli_sname) {
+            snprintf(name, sizeof name, "%s", info.dli_sname);
+            off = (unw_word_t)((char *)pc - (char *)info.dli_saddr);
+            named = true;
+        }
+    }
+    if (!named) {
+        /* the dynamic symbol table lacks static and unexported functions: ask libunwind,
+         * which reads .symtab, with a cursor placed at pc */
+        unw_context_t uc;
+        unw_cursor_t cur;
+        if (unw_getcontext(&uc) == 0 && unw_init_local(&cur, &uc) == 0 &&
+            unw_set_reg(&cur, UNW_REG_IP, (unw_word_t)pc) == 0 &&
+            unw_get_proc_name(&cur, name, sizeof name, &off) == 0)
+            named = true;
+    }
+    if (named)
+        snprintf(buf, len, "%s+0x%lx (%s)", name, (unsigned long)off, file);
+    else
+        snprintf(buf, len, "%p (%s)", pc, file);
+}
+
+const char *report_symbolize(void *pc)
+{
+    while (atomic_flag_test_and_set_explicit(&sym_lock, memory_order_acquire))
+        __builtin_ia32_pause();
+    const char *res = NULL;
+    if (2 * (syms_n + 1) > syms_cap) {
+        size_t cap = syms_cap ? syms_cap * 2 : 1024;
+        sym_slot_t *n = gc_map(cap * sizeof *n);
+        if (n) {
+            for (size_t i = 0; i < syms_cap; i++)
+                if (syms[i].pc) {
+                    size_t j = ((uintptr_t)syms[i].pc * 0x9e3779b97f4a7c15ull >> 17) & (cap - 1);
+                    while (n[j].pc)
+                        j = (j + 1) & (cap - 1);
+                    n[j] = syms[i];
+                }
+            gc_unmap(syms, syms_cap * sizeof *syms);
+            syms = n;
+            syms_cap = cap;
+        }
+    }
+    size_t j = 0;
+    if (syms_cap) {
+        j = ((uintptr_t)pc * 0x9e3779b97f4a7c15ull >> 17) & (syms_cap - 1);
+        while (syms[j].pc && syms[j].pc != pc)
+            j = (j + 1) & (syms_cap - 1);
+        if (syms[j].pc)
+            res = syms[j].s;
+    }
+    if (!res) {
+        char buf[256];
+        sym_format(pc, buf, sizeof buf);
+        res = sym_strdup(buf);
+        if (res && syms_cap && 2 * (syms_n + 1) <= syms_cap) {
+            syms[j] = (sym_slot_t){pc, res};
+            syms_n++;
+        }
+    }
+    atomic_flag_clear_explicit(&sym_lock, memory_order_release);
+    return res ? res : "?";
+}
+
+/* ------------------------------------------------------------ grouping */
+
+static int rec_cmp(const void *a, const void *b)
+{
+    const leak_rec_t *x = a, *y = b;
+    if (x->why != y->why)
+        return x->why < y->why ? -1 : 1;
+    if (x->spawn_pc != y->spawn_pc)
+        return x->spawn_pc < y->spawn_pc ? -1 : 1;
+    if (x->npcs != y->npcs)
+        return x->npcs < y->npcs ? -1 : 1;
+    for (int i = 0; i < x->npcs; i++)
+        if (x->pcs[i] != y->pcs[i])
+            return x->pcs[i] < y->pcs[i] ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static bool rec_same_group(const leak_rec_t *x, const leak_rec_t *y)
+{
+    return x->why == y->why && x->spawn_pc == y->spawn_pc && x->npcs == y->npcs &&
+           !memcmp(x->pcs, y->pcs, (size_t)x->npcs * sizeof x->pcs[0]);
+}
+
+void report_print(FILE *out, const leak_set_t *s)
+{
+    if (!out)
+        return;
+    leak_rec_t *r = s->recs;
+    qsort(r, s->n, sizeof *r, rec_cmp);
+    size_t ngroups = 0;
+    for (size_t i = 0; i < s->n; i++)
+        ngroups += i == 0 || !rec_same_group(&r[i - 1], &r[i]);
+    fprintf(out, "gort: leak check: %zu leaked task%s in %zu group%s (%zu tasks checked)\n",
+            s->n, s->n == 1 ? "" : "s", ngroups, ngroups == 1 ? "" : "s", s->ntasks);
+    for (size_t i = 0; i < s->n;) {
+        size_t j = i + 1;
+        int64_t longest = r[i].blocked_ns;
+        while (j < s->n && rec_same_group(&r[i], &r[j])) {
+            if (r[j].blocked_ns > longest)
+                longest = r[j].blocked_ns;
+            j++;
+        }
+        size_t cnt = j - i;
+        fprintf(out, "\n%zu task%s [%s, blocked %.3f s%s]", cnt, cnt == 1 ? "" : "s",
+                wait_reason_str(r[i].why), (double)longest / 1e9, cnt > 1 ? " max" : "");
+        fprintf(out, " e.g. task %lu", (unsigned long)r[i].id);
+        if (r[i].name)
+            fprintf(out, " \"%s\"", r[i].name);
+        if (r[i].obj)
+            fprintf(out, " on %p", r[i].obj);
+        fprintf(out, "\n    ids:");
+        for (size_t k = i; k < j && k < i + 8; k++)
+            fprintf(out, " %lu", (unsigned long)r[k].id);
+        if (cnt > 8)
+            fprintf(out, " ... (%zu more)", cnt - 8);
+        fprintf(out, "\n    spawned at %s\n", r[i].spawn_pc ? report_symbolize(r[i].spawn_pc) : "?");
+        for (int k = 0; k < r[i].npcs; k++)
+            fprintf(out, "        %s\n", report_symbolize(r[i].pcs[k]));
+        i = j;
+    }
+    fflush(out);
+}

@@ -1,0 +1,88 @@
+/* tests/gc/leak_testutil.h — helpers for the leak detector's suites.
+ *
+ * Shapes are built in noinline functions that return, so the test's own frame holds no
+ * pointer to what the leaked tasks wait on (a live local would make them reachable, as
+ * in Go). Channels a test must free later are kept in `hidden`, XOR-masked, so keeping
+ * them does not keep them reachable. */
+#ifndef GORT_TESTS_LEAK_TESTUTIL_H
+#define GORT_TESTS_LEAK_TESTUTIL_H
+
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define NOINLINE __attribute__((noinline))
+#define HIDE_MASK ((uintptr_t)0x5a5a5a5a5a5a5a5aull)
+
+static uintptr_t hidden[256];
+static int nhidden;
+static _Atomic int finished;  /* tasks that returned (after a cancel, say) */
+static _Atomic int cancelled; /* operations that returned -ECANCELED */
+
+static inline gort_chan_t *hide(gort_chan_t *c)
+{
+    ck_assert_int_lt(nhidden, 256);
+    hidden[nhidden++] = (uintptr_t)c ^ HIDE_MASK;
+    return c;
+}
+
+static inline gort_chan_t *mkchan(size_t cap) { return hide(gort_chan_make(sizeof(int), cap)); }
+
+/* Frees every hidden channel (no task may still wait on one). */
+static inline void free_hidden(void)
+{
+    for (int i = 0; i < nhidden; i++)
+        ck_assert_int_eq(gort_chan_free((gort_chan_t *)(hidden[i] ^ HIDE_MASK)), 0);
+    nhidden = 0;
+}
+
+/* Polls the detector until it reports `want` (the shape's tasks need a moment to block);
+ * returns the last count. */
+static inline int leaks_settle(int want)
+{
+    int n = -1;
+    for (int i = 0; i < 2000; i++) {
+        n = gort_leaks(NULL, 0);
+        if (n == want)
+            break;
+        gort_sleep(1000000);
+    }
+    return n;
+}
+
+/* Lets spawned tasks run and block, then checks the detector a few times. */
+static inline int leaks_after_settling(void)
+{
+    int n = 0;
+    for (int i = 0; i < 5 && n == 0; i++) {
+        gort_sleep(2000000);
+        n = gort_leaks(NULL, 0);
+    }
+    return n;
+}
+
+/* Cancels the leaked channel operations and waits for `tasks` tasks to finish. */
+static inline void cancel_and_reap(int want_cancelled, int tasks)
+{
+    int before = atomic_load(&finished);
+    ck_assert_int_eq(gort_leaks_cancel(), want_cancelled);
+    for (int i = 0; i < 5000 && atomic_load(&finished) - before < tasks; i++)
+        gort_sleep(200000);
+    ck_assert_int_eq(atomic_load(&finished) - before, tasks);
+}
+
+static inline void counters_reset(void)
+{
+    atomic_store(&finished, 0);
+    atomic_store(&cancelled, 0);
+    nhidden = 0;
+}
+
+static inline void note_rc(int rc)
+{
+    if (rc == -ECANCELED)
+        atomic_fetch_add(&cancelled, 1);
+}
+
+#endif

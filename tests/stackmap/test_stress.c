@@ -1,0 +1,100 @@
+/* tests/stackmap/test_stress.c — the growth cases again with GORT_DEBUG=stackmove=1:
+ * the stack moves at every GORT_FRAME check, old stacks are poisoned and quarantined,
+ * so any pointer the relocation misses faults or reads poison. */
+/* ctest-env: GORT_DEBUG=stackmove=1 */
+/* ctest-timeout: 120 */
+#include "grow_cases.h"
+
+static uint64_t res[16];
+extern _Atomic uint64_t stackmap_n_grows; /* stackmap/relocate.c: moves made */
+
+static void stress_task(void *arg)
+{
+    GORT_FRAME();
+    uint64_t acc = 0, want_acc;
+    uint64_t r = deep(600, &acc);
+    res[0] = r == deep_expect(600, &want_acc) && acc == want_acc;
+    uint64_t arr[8] = {0};
+    fill_down(arr, 60, 3);
+    res[1] = arr[3];
+    res[2] = many_ptrs();
+    res[3] = array_loop();
+    res[4] = va_sum(4, (uint64_t)1, (uint64_t)2, (uint64_t)3, (uint64_t)4);
+    res[5] = span_case();
+    res[6] = noptr_case();
+    res[7] = qsort_case(99);
+    char *buf = malloc(64);
+    res[8] = fmt_case(buf);
+    free(buf);
+}
+
+static void stress_main(void *arg)
+{
+    ck_assert_int_eq(gort_go(stress_task, arg), 0);
+    while (gort_ntasks() > 1)
+        gort_yield();
+}
+
+START_TEST(test_stress_cases)
+{
+    memset(res, 0, sizeof res);
+    uint64_t moves0 = atomic_load(&stackmap_n_grows);
+    test_run(stress_main, NULL, 2, 0);
+    /* every check moved: at least one move per frame of deep(600) */
+    ck_assert_uint_ge(atomic_load(&stackmap_n_grows) - moves0, 1500);
+    ck_assert_uint_eq(res[0], 1);
+    ck_assert_uint_eq(res[1], 2 * (60 * 61 / 2));
+    ck_assert_uint_eq(res[2], many_ptrs_expect());
+    ck_assert_uint_eq(res[3], 120);
+    ck_assert_uint_eq(res[4], 10);
+    ck_assert_uint_eq(res[5], 27);
+    ck_assert_uint_eq(res[6], 1);
+    ck_assert_uint_eq(res[7], 1);
+    ck_assert_uint_eq(res[8], 1);
+}
+END_TEST
+
+enum { NT = 100 };
+static _Atomic int bad, done;
+
+static void small_task(void *arg)
+{
+    GORT_FRAME();
+    uint64_t seed = (uint64_t)(uintptr_t)arg;
+    uint64_t n = 20 + test_rand(&seed) % 100, acc = 0, want_acc;
+    if (deep(n, &acc) != deep_expect(n, &want_acc) || acc != want_acc)
+        atomic_fetch_add(&bad, 1);
+    if (seed & 1)
+        gort_yield();
+    atomic_fetch_add(&done, 1);
+}
+
+static void many_main(void *arg)
+{
+    uint64_t seed = *(uint64_t *)arg;
+    for (int i = 0; i < NT; i++)
+        gort_go(small_task, (void *)(uintptr_t)test_rand(&seed));
+    while (atomic_load(&done) < NT)
+        gort_yield();
+}
+
+START_TEST(test_stress_many)
+{
+    uint64_t seed = test_seed("stress_many", 5);
+    atomic_store(&bad, 0);
+    atomic_store(&done, 0);
+    test_run(many_main, &seed, 2, 0);
+    ck_assert_int_eq(atomic_load(&bad), 0);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("stackmap_stress");
+    TCase *tc = tcase_create("stress");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_stress_cases);
+    tcase_add_test(tc, test_stress_many);
+    suite_add_tcase(s, tc);
+    return test_main(s);
+}
