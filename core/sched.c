@@ -465,6 +465,45 @@ static void m_reset_spinning(m_t *m)
         wakep();
 }
 
+/* Takes an idle P for m (which holds none); false if there is none. */
+static bool m_acquire_idle_p(m_t *m)
+{
+    rtlock_acquire(&sched.lock);
+    p_t *p = pidleget_locked();
+    rtlock_release(&sched.lock);
+    if (!p)
+        return false;
+    m->p = p;
+    p_set_m(p, m);
+    return true;
+}
+
+/* Puts m on the idle list, armed to sleep. sched.lock held. */
+static void m_idle_push_locked(m_t *m)
+{
+    m->idle_link = sched.midle;
+    sched.midle = m;
+    sched.nmidle++;
+    atomic_store_explicit(&m->park_futex, 0, memory_order_relaxed);
+}
+
+/* Sleeps until woken; takes the P handed over, if any. False when the runtime stops. */
+static bool m_sleep_for_p(m_t *m)
+{
+    m_sleep(m);
+    if (atomic_load_explicit(&sched.stopping, memory_order_acquire))
+        return false;
+    rtlock_acquire(&sched.lock);
+    p_t *p = m->nextp;
+    m->nextp = NULL;
+    rtlock_release(&sched.lock);
+    if (p) {
+        m->p = p;
+        p_set_m(p, m);
+    }
+    return true;
+}
+
 static bool deadlock_check_locked(void)
 {
     if (atomic_load_explicit(&sched.npidle, memory_order_relaxed) != sched.nprocs)
@@ -510,7 +549,7 @@ top:
         return NULL;
     p_t *p = m->p;
     if (!p)
-        goto top_nop; /* e.g. back from a system call that found no free P */
+        goto idle; /* e.g. back from a system call that found no free P */
     if (unlikely(atomic_load_explicit(&stw_requested, memory_order_relaxed)))
         stw_park_m(m); /* gc: a safe point (a P, no task, no lock) */
     if (m->nextg) {
@@ -582,17 +621,10 @@ top:
         m->spinning = false;
         atomic_fetch_sub_explicit(&sched.nmspinning, 1, memory_order_acq_rel);
     }
-    if (was_spinning && !runqs_all_empty()) {
-        rtlock_acquire(&sched.lock);
-        p = pidleget_locked();
-        rtlock_release(&sched.lock);
-        if (p) {
-            m->p = p;
-            p_set_m(p, m);
-            m->spinning = true;
-            atomic_fetch_add_explicit(&sched.nmspinning, 1, memory_order_relaxed);
-            goto top;
-        }
+    if (was_spinning && !runqs_all_empty() && m_acquire_idle_p(m)) {
+        m->spinning = true;
+        atomic_fetch_add_explicit(&sched.nmspinning, 1, memory_order_relaxed);
+        goto top;
     }
 
     /* Sleep: in the poller if there is I/O or a timer to wait for, else on the futex. */
@@ -614,14 +646,8 @@ top:
             netpoll_poll(wait);
             atomic_store_explicit(&sched.netpoll_until, INT64_MAX, memory_order_relaxed);
             atomic_store_explicit(&sched.netpoll_inuse, false, memory_order_release);
-            rtlock_acquire(&sched.lock);
-            p = pidleget_locked();
-            rtlock_release(&sched.lock);
-            if (p) {
-                m->p = p;
-                p_set_m(p, m);
+            if (m_acquire_idle_p(m))
                 goto top;
-            }
         }
     }
     rtlock_acquire(&sched.lock);
@@ -634,54 +660,32 @@ top:
         sched_stop_locked(-EDEADLK);
         dead = true;
     } else {
-        m->idle_link = sched.midle;
-        sched.midle = m;
-        sched.nmidle++;
-        atomic_store_explicit(&m->park_futex, 0, memory_order_relaxed);
+        m_idle_push_locked(m);
     }
     rtlock_release(&sched.lock);
     if (dead)
         return NULL;
-    m_sleep(m);
-    if (atomic_load_explicit(&sched.stopping, memory_order_acquire))
+    if (!m_sleep_for_p(m))
         return NULL;
-    rtlock_acquire(&sched.lock);
-    p = m->nextp;
-    m->nextp = NULL;
-    rtlock_release(&sched.lock);
-    if (!p)
-        goto top_nop;
-    m->p = p;
-    p_set_m(p, m);
-    goto top;
-top_nop:
-    /* woken without a P (stop, or a spurious wake): find one or sleep again */
-    rtlock_acquire(&sched.lock);
-    p = pidleget_locked();
-    rtlock_release(&sched.lock);
-    if (p) {
-        m->p = p;
-        p_set_m(p, m);
+    if (m->p)
         goto top;
+idle:
+    /* No P (woken without one, or back from a system call): take one or sleep. */
+    for (;;) {
+        if (m_acquire_idle_p(m))
+            goto top;
+        rtlock_acquire(&sched.lock);
+        if (atomic_load_explicit(&sched.stopping, memory_order_relaxed)) {
+            rtlock_release(&sched.lock);
+            return NULL;
+        }
+        m_idle_push_locked(m);
+        rtlock_release(&sched.lock);
+        if (!m_sleep_for_p(m))
+            return NULL;
+        if (m->p)
+            goto top;
     }
-    rtlock_acquire(&sched.lock);
-    m->idle_link = sched.midle;
-    sched.midle = m;
-    sched.nmidle++;
-    atomic_store_explicit(&m->park_futex, 0, memory_order_relaxed);
-    rtlock_release(&sched.lock);
-    m_sleep(m);
-    if (atomic_load_explicit(&sched.stopping, memory_order_acquire))
-        return NULL;
-    rtlock_acquire(&sched.lock);
-    p = m->nextp;
-    m->nextp = NULL;
-    rtlock_release(&sched.lock);
-    if (!p)
-        goto top_nop;
-    m->p = p;
-    p_set_m(p, m);
-    goto top;
 
 found:
     if (m->spinning)
@@ -708,33 +712,7 @@ static void schedule_loop(m_t *m)
             rtlock_release(&sched.lock);
             p_set_m(p, owner);
             m_wake(owner);
-            rtlock_acquire(&sched.lock);
-            p = pidleget_locked();
-            rtlock_release(&sched.lock);
-            if (p) {
-                m->p = p;
-                p_set_m(p, m);
-            } else {
-                /* no P: sleep until handed one */
-                rtlock_acquire(&sched.lock);
-                m->idle_link = sched.midle;
-                sched.midle = m;
-                sched.nmidle++;
-                atomic_store_explicit(&m->park_futex, 0, memory_order_relaxed);
-                rtlock_release(&sched.lock);
-                m_sleep(m);
-                if (atomic_load_explicit(&sched.stopping, memory_order_acquire))
-                    return;
-                rtlock_acquire(&sched.lock);
-                m->p = m->nextp;
-                m->nextp = NULL;
-                rtlock_release(&sched.lock);
-                if (m->p)
-                    p_set_m(m->p, m);
-                else
-                    continue;
-            }
-            continue;
+            continue; /* without a P: findrunnable takes an idle one or sleeps */
         }
         g_execute(m, g);
         /* A pinned task that parked: this M waits for it alone, its P goes to others. */
