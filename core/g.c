@@ -18,6 +18,7 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 #if defined(GORT_ASAN)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -88,6 +89,9 @@ g_t *g_alloc(size_t stack_size)
         }
     }
     if (g && g->stack_lo && g->stack_hi - g->stack_lo == want) {
+#if defined(GORT_ASAN)
+        __asan_unpoison_memory_region((void *)g->stack_lo, want); /* old frames' redzones */
+#endif
         *(uint64_t *)g->stack_lo = STACK_CANARY;
         atomic_fetch_add_explicit(&stack_bytes_used, want, memory_order_relaxed);
         atomic_fetch_sub_explicit(&stack_bytes_pooled, want, memory_order_relaxed);
@@ -283,7 +287,7 @@ struct spawn_req {
 static void *g_spawn_sys(void *arg)
 {
     struct spawn_req *r = arg;
-    g_t *g = g_alloc(r->stack);
+    g_t *g = g_alloc(r->stack < STACK_FLOOR ? STACK_FLOOR : r->stack);
     if (!g) {
         r->rc = -ENOMEM;
         return NULL;

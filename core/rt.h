@@ -25,6 +25,14 @@
 #define RT_COLD __attribute__((noinline, cold))
 #define CACHE_LINE 64
 
+/* Code that reads raw stack words (stack copying, conservative scans) reads ASan's
+ * redzones too: it is not instrumented. */
+#if defined(GORT_ASAN)
+#define GORT_NO_ASAN __attribute__((no_sanitize_address))
+#else
+#define GORT_NO_ASAN
+#endif
+
 /* Invariant checks that cost more than a compare on hot paths are compiled in checked
  * builds only (-DGORT_CHECKS=ON; on in the sanitizer builds): the code is always
  * compiled, and dead when the constant is 0. */

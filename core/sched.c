@@ -1030,6 +1030,7 @@ static void teardown(m_t *m0)
 
 int gort_run(void (*main_fn)(void *), void *arg, const gort_config_t *cfg)
 {
+    gc_run_frame = (uintptr_t)__builtin_frame_address(0); /* gc: the caller's frames are roots */
     if (!main_fn)
         return -EINVAL;
     bool expect = false;

@@ -9,7 +9,15 @@
 /* Stack layout: [lo, lo+8) holds the canary; the guard sits STACK_SLACK above lo. */
 #define STACK_MIN_DEFAULT 2048u
 #define STACK_MAIN_DEFAULT (64u * 1024u)
+#if defined(GORT_ASAN) || defined(GORT_TSAN)
+/* Instrumented frames are several times larger (redzones, shadow calls): sanitizer
+ * builds give every task at least 64 KiB and 16 KiB of slack. */
+#define STACK_SLACK 16384u
+#define STACK_FLOOR (64u * 1024u)
+#else
 #define STACK_SLACK 1024u  /* headroom below the guard for uninstrumented leaf calls */
+#define STACK_FLOOR STACK_MIN_DEFAULT
+#endif
 #define STACK_CANARY 0x9e3779b97f4a7c15ull
 #define STACKGUARD_PREEMPT ((uintptr_t)-1) /* poisoned guard: every check fails */
 #define STACK_CLASSES 16   /* 2 KiB << 0 .. 2 KiB << 15 (64 MiB) pooled */

@@ -15,6 +15,9 @@
 #include <sys/mman.h>
 
 #include "rt.h"
+#if defined(GORT_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
 #include "sched_impl.h"
 
 #define CHUNK_SIZE (2u << 20)
@@ -145,6 +148,10 @@ void *stackpool_alloc(p_t *p, size_t size)
         b = NULL;
     }
     if (b) {
+#if defined(GORT_ASAN)
+        /* A reused block still carries the redzone poison of its last task's frames. */
+        __asan_unpoison_memory_region(b, bytes);
+#endif
         atomic_fetch_add_explicit(&stack_bytes_used, bytes, memory_order_relaxed);
         atomic_fetch_sub_explicit(&stack_bytes_pooled, bytes, memory_order_relaxed);
     }

@@ -32,6 +32,11 @@ void stw_park_m(m_t *m);
  * task stack, no P); returns when the world runs again. */
 void stw_wait_syscall(void);
 
+/* gort_run's frame on the thread that called it: the program's frames above it are
+ * roots; every other part of the Ms' own stacks holds only the scheduler's words
+ * (below it, stale ones that would hide leaks). Set by gort_run. */
+extern uintptr_t gc_run_frame;
+
 /* GORT_DEBUG=leakcheck=... at the end of gort_run (main task, just returned). Returns
  * the run result gort_run should report (rc unless leakcheck=exit found leaks). */
 int leakcheck_at_exit(int rc);
@@ -50,14 +55,20 @@ typedef struct range {
 /* Memory the gc itself maps (registry, scratch): never a root, never an object. */
 void *gc_map(size_t bytes);
 void gc_unmap(void *p, size_t bytes);
+/* Scratch buffers kept from one cycle to the next (fresh pages cost a fault each, ~20 us
+ * on these VMs): at least `bytes` of slot `slot`, contents undefined, NULL on ENOMEM.
+ * Only the cycle (world flag held) uses them. */
+enum { SCR_OBJS, SCR_MARKS, SCR_WORK, SCR_STACKS, SCR_TASKS, SCR_MAPS, SCR_EXCL, SCR_MAPSBUF,
+       SCR_CHUNKS, SCR_SORT, SCR_COUNT };
+void *gc_scratch(int slot, size_t bytes);
 /* Copies the ranges gc_map handed out and the runtime arena's extents into out (at most
  * max); returns the count (may exceed max: call again with more room). */
 size_t heap_owned_ranges(range_t *out, size_t max);
 
 /* Sorts by lo (radix sort; lo must be 8-aligned). World stopped or gc-private. */
 void range_sort(range_t *a, size_t n);
-/* The registered objects, sorted by address, into a gc_map'd array; *n its length.
- * Caller gc_unmaps (n * sizeof(range_t) rounded). World stopped. */
+/* The registered objects, sorted by address, in scratch slot SCR_OBJS; *n its length;
+ * NULL on ENOMEM or when the registry lost an object. World stopped. */
 range_t *heap_objs_snapshot(size_t *n);
 
 /* Stops every P at a safe point (the caller's own P counts as stopped). Sysstack, on a

@@ -273,6 +273,27 @@ void *heap_extent_hooks(void)
     return &ext_hooks;
 }
 
+static struct {
+    void *p;
+    size_t bytes;
+} scratch[SCR_COUNT]; /* the world flag's holder only */
+
+void *gc_scratch(int slot, size_t bytes)
+{
+    if (bytes <= scratch[slot].bytes)
+        return scratch[slot].p;
+    size_t nb = scratch[slot].bytes ? scratch[slot].bytes : 65536;
+    while (nb < bytes)
+        nb *= 2;
+    void *n = gc_map(nb);
+    if (!n)
+        return NULL;
+    gc_unmap(scratch[slot].p, scratch[slot].bytes);
+    scratch[slot].p = n;
+    scratch[slot].bytes = nb;
+    return n;
+}
+
 size_t heap_owned_ranges(range_t *out, size_t max)
 {
     size_t n = 0;
@@ -397,7 +418,7 @@ void range_sort(range_t *a, size_t n)
         qsort(a, n, sizeof *a, range_cmp);
         return;
     }
-    range_t *tmp = gc_map(n * sizeof *tmp);
+    range_t *tmp = gc_scratch(SCR_SORT, n * sizeof *tmp);
     if (!tmp) {
         qsort(a, n, sizeof *a, range_cmp);
         return;
@@ -422,7 +443,6 @@ void range_sort(range_t *a, size_t n)
     }
     if (src != a)
         memcpy(a, src, n * sizeof *a);
-    gc_unmap(tmp, n * sizeof *tmp);
 }
 
 range_t *heap_objs_snapshot(size_t *nout)
@@ -434,7 +454,7 @@ range_t *heap_objs_snapshot(size_t *nout)
         return NULL;
     }
     size_t n = objs_n;
-    range_t *a = gc_map((n + 1) * sizeof *a);
+    range_t *a = gc_scratch(SCR_OBJS, (n + 1) * sizeof *a);
     if (!a) {
         spin_unlock(&obj_lock);
         return NULL;

@@ -59,7 +59,6 @@ static int leaks_cancel(const leak_set_t *s)
     for (size_t i = 0; i < s->n; i++) {
         g_t *g = s->recs[i].g;
         wait_reason_t why = g->wait_reason;
-        dbg_print("cancel: g %lu why %d waiting %p lo %lx hi %lx\n", (unsigned long)g->id, (int)why, g->waiting, g->stack_lo, g->stack_hi);
         if (why == WAIT_CHAN_RECV || why == WAIT_CHAN_SEND) {
             chan_waiter_t *w = g->waiting;
             if (!w || (uintptr_t)w < g->stack_lo || (uintptr_t)w >= g->stack_hi)

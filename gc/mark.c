@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/chan.h"
@@ -60,10 +61,6 @@ typedef struct marker {
     size_t nmaps;
     range_t *excl;      /* runtime-owned, sorted, merged */
     size_t nexcl;
-    size_t maps_bytes, excl_bytes; /* their gc_map sizes */
-    char *mapsbuf;      /* /proc/self/maps text: kept mapped until the cycle ends, so no
-                           range listed in maps is unmapped before it is scanned */
-    size_t mapsbuf_bytes;
 } marker_t;
 
 /* ------------------------------------------------------------ lookups */
@@ -190,23 +187,79 @@ static void scan_clipped(marker_t *mk, uintptr_t a, uintptr_t b)
 
 /* ------------------------------------------------------------ roots */
 
+/* Pages never touched hold zeros: reading them only costs page faults (tens of us each
+ * on these VMs; jemalloc reserves megabytes it never touches). mincore finds the
+ * resident pages; a non-resident page may still hold data if it was swapped out, which
+ * /proc/self/pagemap tells (bit 62), so those are scanned too. Any doubt: scan. */
+/* True when the system has swap: /proc/swaps lists more than its header line. */
+static bool swap_active(void)
+{
+    char buf[256];
+    int fd = open("/proc/swaps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n < 0)
+        return true;
+    buf[n] = 0;
+    char *nl = strchr(buf, '\n');
+    return !nl || nl[1] != 0;
+}
+
+static void scan_root_map(marker_t *mk, uintptr_t lo, uintptr_t hi, bool swap, int pagemap)
+{
+    enum { BATCH = 16384 };
+    static unsigned char vec[BATCH]; /* gc cycles are serialised by the world flag */
+    static uint64_t pm[BATCH];
+    for (uintptr_t a = lo; a < hi;) {
+        size_t pages = (hi - a) / 4096;
+        if (pages > BATCH)
+            pages = BATCH;
+        if (pages == 0 || mincore((void *)a, pages * 4096, vec) != 0) {
+            uintptr_t b = pages ? a + pages * 4096 : hi;
+            scan_minus_excl(mk, a, b);
+            a = b;
+            continue;
+        }
+        if (swap) {
+            /* a swapped-out page is not resident but holds data: keep it */
+            ssize_t want = (ssize_t)(pages * 8);
+            if (pagemap < 0 || pread(pagemap, pm, (size_t)want, (off_t)(a / 4096 * 8)) != want)
+                memset(vec, 1, pages);
+            else
+                for (size_t i = 0; i < pages; i++)
+                    vec[i] |= (unsigned char)((pm[i] >> 62) & 1);
+        }
+        size_t i = 0;
+        while (i < pages) {
+            size_t j = i;
+            while (j < pages && (vec[j] & 1))
+                j++;
+            if (j > i)
+                scan_minus_excl(mk, a + i * 4096, a + j * 4096);
+            while (j < pages && !(vec[j] & 1))
+                j++; /* never touched: zeros */
+            i = j;
+        }
+        a += pages * 4096;
+    }
+}
+
 static int maps_read(marker_t *mk)
 {
     /* Read in one go into a buffer that stays mapped; if it was too small, read again
      * into a bigger one, so the listing never names a buffer unmapped since. */
-    size_t cap = 8 << 20, len;
+    size_t cap = 1 << 20, len;
     char *buf;
     int fd;
     for (;;) {
-        buf = gc_map(cap);
+        buf = gc_scratch(SCR_MAPSBUF, cap);
         if (!buf)
             return -ENOMEM;
         fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            int e = -errno;
-            gc_unmap(buf, cap);
-            return e;
-        }
+        if (fd < 0)
+            return -errno;
         len = 0;
         for (;;) {
             ssize_t r = read(fd, buf + len, cap - len - 1);
@@ -221,18 +274,14 @@ static int maps_read(marker_t *mk)
         if (len + 4096 < cap)
             break;
         close(fd);
-        gc_unmap(buf, cap);
-        cap *= 2;
+        cap *= 2; /* the old buffer is unmapped before the next listing is made */
     }
     close(fd);
     buf[len] = 0;
     size_t lines = 1;
     for (size_t i = 0; i < len; i++)
         lines += buf[i] == '\n';
-    mk->mapsbuf = buf;
-    mk->mapsbuf_bytes = cap;
-    mk->maps_bytes = lines * sizeof(range_t);
-    mk->maps = gc_map(mk->maps_bytes);
+    mk->maps = gc_scratch(SCR_MAPS, lines * sizeof(range_t));
     if (!mk->maps)
         return -ENOMEM;
     mk->nmaps = 0;
@@ -262,9 +311,8 @@ static int excl_build(marker_t *mk)
     for (m_t *m = sched.allm; m; m = m->all_link)
         nm++;
     size_t cap = nown + nchunks + nm + 16;
-    mk->excl_bytes = cap * sizeof(range_t);
-    mk->excl = gc_map(mk->excl_bytes);
-    void **ch = gc_map((nchunks + 1) * (sizeof(void *) + sizeof(size_t)));
+    mk->excl = gc_scratch(SCR_EXCL, cap * sizeof(range_t));
+    void **ch = gc_scratch(SCR_CHUNKS, (nchunks + 1) * (sizeof(void *) + sizeof(size_t)));
     if (!mk->excl || !ch)
         return -ENOMEM;
     size_t *chsz = (size_t *)(ch + nchunks + 1);
@@ -274,7 +322,6 @@ static int excl_build(marker_t *mk)
     size_t k = stackpool_chunks(ch, chsz, nchunks);
     for (size_t i = 0; i < k && i < nchunks; i++)
         mk->excl[n++] = (range_t){(uintptr_t)ch[i], (uintptr_t)ch[i] + chsz[i]};
-    gc_unmap(ch, (nchunks + 1) * (sizeof(void *) + sizeof(size_t)));
     for (m_t *m = sched.allm; m; m = m->all_link)
         if (m->sysstack_hi > m->sysstack_lo)
             mk->excl[n++] = (range_t){m->sysstack_lo & ~(uintptr_t)7, m->sysstack_hi};
@@ -307,13 +354,13 @@ static void task_scan_root(marker_t *mk, size_t ti, uintptr_t from)
         mark_word(mk, (uintptr_t)g->xsave);
 }
 
-/* The sp from which a parked or runnable task's stack is live. */
+/* The sp from which a parked or runnable task's stack is live: its saved context. An
+ * asynchronously preempted task saved its registers above it too, below the
+ * interrupted frame's red zone (preempt/signal.c). */
 static uintptr_t task_sp(const g_t *g, int st)
 {
-    uintptr_t sp = (uintptr_t)g->ctx.sp;
-    if (st == G_RUNNABLE)
-        sp = sp > 512 ? sp - 512 : 0; /* a preempted task's red zone and saved state */
-    return sp;
+    (void)st;
+    return (uintptr_t)g->ctx.sp;
 }
 
 static bool wait_obj_reachable(marker_t *mk, const void *obj)
@@ -429,12 +476,13 @@ int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp)
     for (size_t i = 0; i < mk.nobjs; i++)
         if (mk.objs[i].hi > mk.objs_hi)
             mk.objs_hi = mk.objs[i].hi;
-    mk.marks = gc_map(mk.nobjs + 1);
-    mk.work = gc_map((mk.nobjs + 1) * sizeof(uint32_t));
-    mk.stacks = gc_map((allg_len + 1) * sizeof(range_t));
-    mk.tasks = gc_map((allg_len + 1) * sizeof(task_ent_t));
+    mk.marks = gc_scratch(SCR_MARKS, mk.nobjs + 1);
+    mk.work = gc_scratch(SCR_WORK, (mk.nobjs + 1) * sizeof(uint32_t));
+    mk.stacks = gc_scratch(SCR_STACKS, (allg_len + 1) * sizeof(range_t));
+    mk.tasks = gc_scratch(SCR_TASKS, (allg_len + 1) * sizeof(task_ent_t));
     if (!mk.marks || !mk.work || !mk.stacks || !mk.tasks)
         goto out_free;
+    memset(mk.marks, 0, mk.nobjs + 1);
     if ((rc = maps_read(&mk)))
         goto out_free;
     if ((rc = excl_build(&mk)))
@@ -453,15 +501,25 @@ int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp)
     range_sort(mk.stacks, mk.nstacks);
 
     /* roots: the program's memory and globals */
+    bool swap = swap_active();
+    int pagemap = swap ? open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC) : -1;
     for (size_t i = 0; i < mk.nmaps; i++)
-        scan_minus_excl(&mk, mk.maps[i].lo, mk.maps[i].hi);
-    /* Ms' thread stacks, live part */
+        scan_root_map(&mk, mk.maps[i].lo, mk.maps[i].hi, swap, pagemap);
+    if (pagemap >= 0)
+        close(pagemap);
+    /* Ms' thread stacks: the scheduler's frames hold no program data (and stale words
+     * below them would hide leaks), so only the program's frames above gort_run, and the
+     * whole stack of an M whose task runs program code on it (gort_on_system_stack) in
+     * a system call */
     for (m_t *m = sched.allm; m; m = m->all_link) {
         uintptr_t lo = m->sysstack_lo, hi = m->sysstack_hi;
-        uintptr_t sp = (uintptr_t)m->g0.ctx.sp;
         if (hi <= lo)
             continue;
-        scan_clipped(&mk, sp >= lo && sp < hi ? sp : lo, hi);
+        g_t *cg = __atomic_load_n(&m->curg, __ATOMIC_RELAXED);
+        if (cg && cg != self && m->on_sysstack)
+            scan_clipped(&mk, lo, hi);
+        else if (gc_run_frame >= lo && gc_run_frame < hi)
+            scan_clipped(&mk, gc_run_frame, hi);
     }
     /* queued timers: a task with a timer on its stack can be woken by it */
     for (int i = 0; i < sched.nprocs; i++) {
@@ -519,13 +577,5 @@ int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp)
         leak_set_free(out);
 
 out_free:
-    gc_unmap(mk.objs, (mk.nobjs + 1) * sizeof(range_t));
-    gc_unmap(mk.marks, mk.nobjs + 1);
-    gc_unmap(mk.work, (mk.nobjs + 1) * sizeof(uint32_t));
-    gc_unmap(mk.stacks, (allg_len + 1) * sizeof(range_t));
-    gc_unmap(mk.tasks, (allg_len + 1) * sizeof(task_ent_t));
-    gc_unmap(mk.maps, mk.maps_bytes);
-    gc_unmap(mk.mapsbuf, mk.mapsbuf_bytes);
-    gc_unmap(mk.excl, mk.excl_bytes);
     return rc;
 }

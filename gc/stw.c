@@ -30,6 +30,7 @@
 #include "preempt/preempt.h"
 
 _Atomic int stw_requested;
+uintptr_t gc_run_frame;
 static _Atomic uint32_t stw_epoch;       /* bumped by stw_start; Ms futex-wait on it */
 static _Atomic int p_stopped[1024];      /* by P id: its M is parked here; set by that M,
                                             cleared by stw_start */
@@ -90,11 +91,6 @@ int stw_stop(int64_t timeout_ns)
     atomic_store_explicit(&stw_requested, 1, memory_order_seq_cst);
     int64_t start = mono_ns(), deadline = start + timeout_ns, next_kick = start;
     for (unsigned spins = 0;; spins++) {
-        if (mono_ns() >= next_kick) {
-            /* SIGURG where the PC is safe, else the cooperative request (preempt/) */
-            preempt_request_all();
-            next_kick = mono_ns() + 1000000;
-        }
         bool all = true;
         rtlock_acquire(&sched.lock);
         for (int i = 0; i < sched.nprocs; i++) {
@@ -115,6 +111,12 @@ int stw_stop(int64_t timeout_ns)
         rtlock_release(&sched.lock);
         if (all)
             return 0;
+        if (mono_ns() >= next_kick) {
+            /* SIGURG where the PC is safe, else the cooperative request (preempt/);
+             * only once some P did not stop at once (it kicks this M too) */
+            preempt_request_all();
+            next_kick = mono_ns() + 1000000;
+        }
         if (mono_ns() > deadline) {
             stw_start();
             return -EAGAIN;

@@ -14,37 +14,28 @@
  * preempt_stop, when no handler can run on them any more).
  *
  * The runtime's own range. When libgort is a shared object, it is the module holding
- * gort_run: exact. When it is linked statically, the runtime is part of the main
- * program, mixed with the user's code, and only the symbol table can tell them apart:
- * libgort is built with -fvisibility=hidden, so in the executable every runtime
- * function is a LOCAL symbol or a GLOBAL one marked STV_HIDDEN (ld keeps some hidden
- * symbols global in an executable), except the public gort_* ones, while the user's
- * functions are GLOBAL with default visibility (static ones are LOCAL too). Archive members are laid out consecutively,
- * so the runtime is the run of consecutive function symbols around the public gort_*
- * functions in which every symbol is LOCAL, hidden or gort_*. This over-approximates
- * at the edges: a program's static functions laid out right next to the runtime (its
- * last object file, when nothing with a global symbol follows) are taken for the
- * runtime's and lose asynchronous preemption (measured: a one-file program whose only
- * global function is main, which sits in .text.startup). Rejected: telling files apart
- * by their STT_FILE groups: ld moves the hidden symbols it localizes out of their
- * file's group into a trailing one, so groups cannot be trusted. It also misses the runtime's cold split parts
- * (.text.unlikely, `foo.cold`: fatal paths) when no gort_* symbol is next to them.
- * Rejected: a dedicated section for the runtime's code (GCC has no option for a
- * default text-section name; objcopy --rename-section in the build or `ld -r` into one
- * object would do it and is the better long-term fix, but touches the build for
- * everyone). A stripped static executable has no symbol table: then the whole main
- * program is unsafe (cooperative preemption only), and that is printed once.
+ * gort_run: exact. When it is linked statically it is part of the main program, and
+ * the build makes it one contiguous range with exact bounds: every runtime object is
+ * compiled to keep all its code in .text (-fno-reorder-functions
+ * -fno-reorder-blocks-and-partition: no .text.unlikely/.hot/.startup pieces that the
+ * final link would interleave with the program's) and linked with `ld -r` into one
+ * object between core/arch/text_begin.S and text_end.S, so
+ * [gort_text_begin_, gort_text_end_) is exactly the runtime's code.
+ * Rejected: guessing the runtime from the executable's symbol table (runs of hidden or
+ * local function symbols around the public gort_* ones): it took a program's static
+ * functions laid out next to the runtime for the runtime's, and they were never
+ * preempted asynchronously (measured: a one-file program spinning in a static
+ * function); it also needed a symbol table, which stripped programs lack.
  */
 #include <elf.h>
-#include <fcntl.h>
 #include <link.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "preempt/preempt.h"
+
+/* core/arch/text_begin.S, text_end.S: the bounds of the runtime's code. */
+extern const char gort_text_begin_[], gort_text_end_[];
 #include "rt.h"
 #include "sched_impl.h"
 
@@ -76,7 +67,6 @@ struct builder {
     int err;
     uintptr_t gort_pc;      /* address of gort_run: finds the runtime's module */
     bool main_is_runtime;   /* the runtime is linked into the main program */
-    uintptr_t main_bias;
     unsigned long long adds, subs;
 };
 
@@ -127,8 +117,7 @@ static int phdr_cb(struct dl_phdr_info *info, size_t size, void *arg)
     }
     bool safe = !has_gort && !(is_main ? false : module_is_unsafe(info->dlpi_name));
     if (has_gort && is_main) {
-        b->main_is_runtime = true; /* split by the symbol table below */
-        b->main_bias = info->dlpi_addr;
+        b->main_is_runtime = true; /* the runtime's own range is cut out below */
         safe = true;
     }
     for (int i = 0; i < info->dlpi_phnum; i++) {
@@ -139,97 +128,6 @@ static int phdr_cb(struct dl_phdr_info *info, size_t size, void *arg)
         range_add(b, lo, lo + ph->p_memsz, safe);
     }
     return 0;
-}
-
-struct fsym {
-    uintptr_t lo, hi;
-    bool rtish;  /* LOCAL or gort_*: may be the runtime's */
-    bool anchor; /* a public gort_* function: certainly the runtime's */
-};
-
-static int fsym_cmp(const void *a, const void *b)
-{
-    const struct fsym *x = a, *y = b;
-    return x->lo < y->lo ? -1 : x->lo > y->lo;
-}
-
-/* Splits the main program's executable ranges: marks the runtime's functions unsafe.
- * Returns 0, or -ENOENT when there is no symbol table (caller marks all unsafe). */
-static int runtime_ranges_from_symtab(struct builder *b)
-{
-    int rc = -ENOENT;
-    int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return rc;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_size < (off_t)sizeof(ElfW(Ehdr))) {
-        close(fd);
-        return rc;
-    }
-    const char *img = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (img == MAP_FAILED)
-        return rc;
-    const ElfW(Ehdr) *eh = (const void *)img;
-    const ElfW(Shdr) *sh = (const void *)(img + eh->e_shoff);
-    const ElfW(Shdr) *symtab = NULL;
-    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_shoff == 0 ||
-        eh->e_shoff + (size_t)eh->e_shnum * sizeof *sh > (size_t)st.st_size)
-        goto out_unmap;
-    for (int i = 0; i < eh->e_shnum; i++)
-        if (sh[i].sh_type == SHT_SYMTAB)
-            symtab = &sh[i];
-    if (!symtab || symtab->sh_link >= eh->e_shnum)
-        goto out_unmap;
-    const ElfW(Sym) *syms = (const void *)(img + symtab->sh_offset);
-    size_t nsyms = symtab->sh_size / sizeof *syms;
-    const char *strs = img + sh[symtab->sh_link].sh_offset;
-    struct fsym *f = rt_alloc((nsyms + 1) * sizeof *f);
-    if (!f) {
-        rc = -ENOMEM;
-        goto out_unmap;
-    }
-    size_t nf = 0;
-    for (size_t i = 0; i < nsyms; i++) {
-        const ElfW(Sym) *s = &syms[i];
-        if (ELF64_ST_TYPE(s->st_info) != STT_FUNC || s->st_shndx == SHN_UNDEF ||
-            s->st_value == 0)
-            continue;
-        const char *name = strs + s->st_name;
-        bool local = ELF64_ST_BIND(s->st_info) == STB_LOCAL;
-        bool anchor = !local && (strncmp(name, "gort_", 5) == 0 ||
-                                 ELF64_ST_VISIBILITY(s->st_other) == STV_HIDDEN);
-        uintptr_t lo = b->main_bias + s->st_value;
-        f[nf++] = (struct fsym){lo, lo + (s->st_size ? s->st_size : 1), local || anchor,
-                                anchor};
-    }
-    qsort(f, nf, sizeof *f, fsym_cmp);
-    /* Maximal runs of rt-ish symbols holding an anchor are the runtime. A run extends
-     * to the start of the next non-rt-ish symbol (padding and aliases included). */
-    for (size_t i = 0; i < nf;) {
-        if (!f[i].rtish) {
-            i++;
-            continue;
-        }
-        size_t j = i;
-        bool anchored = false;
-        while (j < nf && f[j].rtish) {
-            anchored |= f[j].anchor;
-            j++;
-        }
-        if (anchored) {
-            uintptr_t hi = j < nf ? f[j].lo : f[j - 1].hi;
-            if (hi < f[j - 1].hi)
-                hi = f[j - 1].hi;
-            range_add(b, f[i].lo, hi, false);
-        }
-        i = j;
-    }
-    rt_free(f);
-    rc = 0;
-out_unmap:
-    munmap((void *)img, st.st_size);
-    return rc;
 }
 
 static int uptr_cmp(const void *a, const void *b)
@@ -295,17 +193,8 @@ int safepc_build(void)
 {
     struct builder b = {.gort_pc = (uintptr_t)&gort_run};
     dl_iterate_phdr(phdr_cb, &b);
-    if (b.main_is_runtime && runtime_ranges_from_symtab(&b) == -ENOENT) {
-        static bool warned;
-        if (!warned)
-            dbg_print("gort: preempt: the executable has no symbol table: the runtime's "
-                      "code cannot be told from the program's, so tasks of the main "
-                      "program are preempted cooperatively only\n");
-        warned = true;
-        for (size_t i = 0; i < b.n; i++)
-            if (b.r[i].lo <= b.gort_pc && b.gort_pc < b.r[i].hi)
-                b.r[i].safe = false;
-    }
+    if (b.main_is_runtime)
+        range_add(&b, (uintptr_t)gort_text_begin_, (uintptr_t)gort_text_end_, false);
     if (b.err) {
         builder_free(&b);
         return b.err;

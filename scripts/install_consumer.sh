@@ -47,6 +47,11 @@ grep -q "prefix=$prefix\$" "$libdir/pkgconfig/gort.pc" || {
     cat "$libdir/pkgconfig/gort.pc" >&2; exit 1; }
 
 export PKG_CONFIG_PATH=$libdir/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+# Task code must keep frame pointers (gort.h): the flags must say so.
+pkg-config --cflags gort | grep -q -- -fno-omit-frame-pointer || {
+    echo "install_consumer: pkg-config --cflags gort lacks -fno-omit-frame-pointer" >&2; exit 1; }
+grep -q -- -fno-omit-frame-pointer "$libdir/cmake/gort/gortTargets.cmake" || {
+    echo "install_consumer: gort::gort does not ask for -fno-omit-frame-pointer" >&2; exit 1; }
 bind_now "$libdir/libgort.so"
 step "pkg-config --cflags --libs gort: $(pkg-config --cflags --libs gort)"
 # shellcheck disable=SC2046 # word splitting of pkg-config output is intended

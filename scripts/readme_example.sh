@@ -23,7 +23,7 @@ want=$(sed -n 's/^<!-- readme-example:output \(.*\) -->$/\1/p' "$src/README.md")
     echo "readme_example: no example (or no expected output) in README.md" >&2; exit 1; }
 
 # shellcheck disable=SC2046
-$cc -std=gnu11 -O2 -Wall -Wextra -Wno-unused-parameter -Werror -o "$tmp/example" "$tmp/example.c" \
+$cc -std=gnu11 -O2 -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -Werror -o "$tmp/example" "$tmp/example.c" \
     -I"$src/include" "$lib" $(pkg-config --libs jemalloc libunwind) -lpthread -Wl,-z,now
 out=$(timeout 60 "$tmp/example")
 echo "$out"

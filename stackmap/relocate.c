@@ -179,7 +179,7 @@ static void reloc_walk(reloc_t *r, uintptr_t fp, uintptr_t pc, bool stress)
 
 /* Stress mode, layer 2 after layer 1: every unnamed word in range is relocated and
  * reported, attributed to the innermost frame whose CFA lies above it. */
-static void reloc_conservative_report(reloc_t *r, g_t *g, uintptr_t fp, uintptr_t pc)
+static GORT_NO_ASAN void reloc_conservative_report(reloc_t *r, g_t *g, uintptr_t fp, uintptr_t pc)
 {
     size_t nw = (r->hi - r->sp) / 8;
     const uint64_t *src = (const uint64_t *)r->sp;
@@ -206,8 +206,16 @@ static void reloc_conservative_report(reloc_t *r, g_t *g, uintptr_t fp, uintptr_
     }
 }
 
+/* A plain word copy of stack memory: not memcpy, which ASan intercepts and which would
+ * report the redzones of the frames being copied. */
+static GORT_NO_ASAN void stack_copy_raw(uint64_t *dst, const uint64_t *src, size_t bytes)
+{
+    for (size_t i = 0; i < bytes / 8; i++)
+        dst[i] = src[i];
+}
+
 /* Fused copy + conservative relocation: one read and one write per word. */
-static void reloc_copy_conservative(const reloc_t *r)
+static GORT_NO_ASAN void reloc_copy_conservative(const reloc_t *r)
 {
     size_t nw = (r->hi - r->sp) / 8;
     const uint64_t *src = (const uint64_t *)r->sp;
@@ -269,7 +277,7 @@ void stack_move_sys(stack_move_t *mv)
     if (stress)
         r.named = calloc(used / 8 / 64 + 1, 8); /* NULL: no report, still correct */
     if (stackmap_cfg.precise_only || r.named) {
-        memcpy(reloc_new(&r, r.sp), (const void *)r.sp, used);
+        stack_copy_raw(reloc_new(&r, r.sp), (const uint64_t *)r.sp, used);
         if (mv->regs) {
             /* the register block: rbp is the chain (layer 1); the other registers are
              * layer 2, relocated here rather than reported: a register holding a stack

@@ -15,6 +15,9 @@
  * neighbours; a mapping per stack in this mode — blocks freed by task exit go to the
  * pool, which knows nothing of such mappings.
  */
+#if defined(GORT_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -69,6 +72,9 @@ static void quarantine_release_locked(qblock_t *q)
 void stress_quarantine(void *lo, size_t size)
 {
     g_t *g = g_self();
+#if defined(GORT_ASAN)
+    __asan_unpoison_memory_region(lo, size); /* the moved frames' redzones */
+#endif
     memset(lo, POISON_BYTE, size);
     qblock_t q = {.lo = lo, .size = size, .task = g ? g->id : 0};
     page_span(lo, size, &q.plo, &q.phi);

@@ -59,6 +59,7 @@ var benches = map[string]func(){
 	"mutex":         benchMutex,
 	"select_fanin":  benchSelectFanin,
 	"cpu_hash":      benchCPUHash,
+	"deep":          benchDeep,
 }
 
 func main() {

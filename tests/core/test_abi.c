@@ -9,6 +9,7 @@
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -149,8 +150,7 @@ static void zero_main(void *arg)
     ck_assert_int_eq(gort_wg_add(&zo->wg, -1), -ERANGE);
     free(zo);
     zo = NULL;
-    int leaked = gort_leakcheck(stderr); /* -ENOSYS until gc/ has the detector */
-    ck_assert_msg(leaked == 0 || leaked == -ENOSYS, "gort_leakcheck: %d", leaked);
+    ck_assert_int_eq(gort_leakcheck(stderr), 0); /* every worker finished */
 }
 
 START_TEST(test_zero_objects)
@@ -271,12 +271,15 @@ static void bad_input_main(void *arg)
     ck_assert_int_eq(gort_read(-1, buf, sizeof buf), -EBADF);
     ck_assert_int_eq(gort_write(-1, buf, sizeof buf), -EBADF);
 
-    /* Stacks and leaks: built or not, they answer as gort.h says. */
-    int r = gort_stack_reserve(1024);
-    ck_assert_msg(r == 0 || r == -ENOSYS, "gort_stack_reserve: %d", r);
+    /* Stacks: room is made (or was there); past stack_max (1 GiB by default) -E2BIG. */
+    ck_assert_int_eq(gort_stack_reserve(1024), 0);
+    ck_assert_int_eq(gort_stack_reserve((size_t)2 << 30), -E2BIG);
+    ck_assert_int_eq(gort_stack_reserve(1024), 0); /* the failure changed nothing */
     ck_assert_ptr_eq(gort_on_system_stack(sysstack_fn, buf), buf + 1);
-    r = gort_leaks(NULL, 0);
-    ck_assert_msg(r >= 0 || r == -ENOSYS, "gort_leaks: %d", r);
+
+    /* Leaks: nothing here is blocked, so nothing leaked; out NULL is fine. */
+    ck_assert_int_eq(gort_leaks(NULL, 0), 0);
+    ck_assert_int_eq(gort_leakcheck(NULL), 0);
 }
 
 START_TEST(test_bad_input_in_task)
@@ -296,6 +299,7 @@ START_TEST(test_outside_task)
     ck_assert_int_eq(gort_go_opts(NULL, never_runs, NULL), -EPERM);
     ck_assert_int_eq(gort_stack_reserve(1024), -EPERM);
     /* Queries answer "no runtime". */
+    ck_assert_int_eq(gort_leaks(NULL, 0), 0);
     ck_assert_uint_eq(gort_self(), 0);
     ck_assert_uint_eq(gort_ntasks(), 0);
     gort_stats_t st;
@@ -364,6 +368,21 @@ static int count_threads(void)
     return n;
 }
 
+/* The thread count once exited threads are gone from /proc. pthread_join returns when
+ * the kernel clears the thread's tid (at mm release), a moment before the thread's
+ * /proc/self/task entry goes away, so a count right after gort_run may still see a
+ * joined thread. Waits up to 2 s for the count to come down to `want`: a bound against
+ * that race, not a timing assertion (a thread really left running stays). */
+static int count_threads_settled(int want)
+{
+    int n = count_threads();
+    for (int i = 0; i < 400 && n > want; i++) {
+        usleep(5000);
+        n = count_threads();
+    }
+    return n;
+}
+
 /* Each run: tasks on both Ps, a channel hand-off, a timer, and tasks still blocked when
  * main returns (discarded, as when a Go main returns: one on a mutex, one asleep), so
  * teardown has something to undo. */
@@ -426,7 +445,7 @@ START_TEST(test_run_repeat)
         ck_assert_int_eq(sum, 1 + 2 + 3 + 4);
         ck_assert_msg(rt_mem_live() == 0, "run %d: %zu bytes of runtime memory left", i,
                       rt_mem_live());
-        int t = count_threads();
+        int t = count_threads_settled(threads0);
         ck_assert_msg(t == threads0, "run %d: %d threads, started with %d", i, t, threads0);
         ck_assert_uint_eq(gort_ntasks(), 0);
     }

@@ -5,7 +5,6 @@
  * record failures (WCHECK) for the main task, which asserts. Times: only lower bounds
  * (a wait did not end early), never upper ones. Every test closes its fds.
  */
-/* ctest-tsan */
 /* ctest-timeout: 120 */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -57,6 +56,13 @@ static void assert_no_worker_failure(void)
 {
     ck_assert_msg(LD(&fails) == 0, "%d worker checks failed, first at line %d",
                   atomic_load(&fails), atomic_load(&fail_line));
+}
+
+/* Main task, at the end of a test whose tasks all finished: no task leaked. */
+static void assert_no_leaks(void)
+{
+    int n = gort_leakcheck(stderr);
+    ck_assert_msg(n == 0 || n == -ENOSYS, "gort_leakcheck: %d", n);
 }
 
 /* Main task: sleeps until `done` reaches n; false after timeout_ns. */
@@ -137,6 +143,7 @@ static void pingpong_main(void *arg)
     ck_assert(fcntl(pp_ab[0], F_GETFL) & O_NONBLOCK);
     close2(pp_ab);
     close2(pp_ba);
+    assert_no_leaks();
 }
 
 START_TEST(pipe_pingpong_1p) { test_run(pingpong_main, NULL, 1, 0); }
@@ -226,6 +233,7 @@ static void socketpair_echo_main(void *arg)
     ck_assert_int_eq(LD(&sp_echoed), want);
     ck_assert_int_eq(LD(&sp_recv), want);
     ck_assert_int_eq(netpoll_waiters(), 0);
+    assert_no_leaks();
 }
 
 START_TEST(socketpair_echo_2p) { test_run(socketpair_echo_main, NULL, 2, 0); }
@@ -326,6 +334,7 @@ static void tcp_echo_main(void *arg)
     ck_assert_int_eq(LD(&tcp_replies), TCP_CLIENTS * TCP_MSGS);
     ck_assert_int_eq(netpoll_waiters(), 0);
     close(tcp_listener);
+    assert_no_leaks();
 }
 
 START_TEST(tcp_echo_1p) { test_run(tcp_echo_main, NULL, 1, 0); }
@@ -393,6 +402,7 @@ static void multi_accept_main(void *arg)
     assert_no_worker_failure();
     ck_assert_int_eq(netpoll_waiters(), 0);
     close(tcp_listener);
+    assert_no_leaks();
 }
 
 START_TEST(multi_accept_2p) { test_run(multi_accept_main, NULL, 2, 0); }
@@ -447,6 +457,7 @@ static void wait_fd_main(void *arg)
     ck_assert_int_eq(gort_wait_fd(0, POLLPRI, 0), -EINVAL);
     assert_no_worker_failure();
     ck_assert_int_eq(netpoll_waiters(), 0);
+    assert_no_leaks();
 }
 
 START_TEST(wait_fd_1p) { test_run(wait_fd_main, NULL, 1, 0); }
@@ -516,6 +527,7 @@ static void wait_fd_race_main(void *arg)
     ck_assert_int_eq(netpoll_waiters(), 0);
     for (int i = 0; i < WR_TASKS; i++)
         close2(wr_pipe[i]);
+    assert_no_leaks();
 }
 
 START_TEST(wait_fd_race_2p) { test_run(wait_fd_race_main, NULL, 2, 0); }
@@ -553,6 +565,7 @@ static void tiny_timeouts_main(void *arg)
     assert_no_worker_failure();
     ck_assert_int_eq(netpoll_waiters(), 0);
     close2(tt_pipe);
+    assert_no_leaks();
 }
 
 START_TEST(tiny_timeouts_1p) { test_run(tiny_timeouts_main, NULL, 1, 0); }
@@ -623,6 +636,7 @@ static void edge_main(void *arg)
     }
     close2(edge_done);
     ck_assert_int_eq(netpoll_waiters(), 0);
+    assert_no_leaks();
 }
 
 START_TEST(edge_before_park_1p) { test_run(edge_main, NULL, 1, 0); }
@@ -669,6 +683,7 @@ static void bad_fd_main(void *arg)
     ck_assert_int_eq(gort_connect(s, (struct sockaddr *)&addr, sizeof addr), -ECONNREFUSED);
     close(s);
     ck_assert_int_eq(netpoll_waiters(), 0);
+    assert_no_leaks();
 }
 
 START_TEST(bad_fd) { test_run(bad_fd_main, NULL, 1, 0); }
@@ -724,6 +739,7 @@ static void peer_close_main(void *arg)
     ck_assert_int_eq(gort_write(pc_fd[1], pc_big, 1), -EPIPE);
     close(pc_fd[1]);
     ck_assert_int_eq(netpoll_waiters(), 0);
+    assert_no_leaks();
 }
 
 START_TEST(peer_close_1p)
@@ -780,6 +796,7 @@ static void multi_waiters_main(void *arg)
     assert_no_worker_failure();
     ck_assert_int_eq(netpoll_waiters(), 0);
     close2(mw_pipe);
+    assert_no_leaks();
 }
 
 START_TEST(multi_waiters_1p) { test_run(multi_waiters_main, NULL, 1, 0); }
@@ -869,6 +886,7 @@ static void fd_reuse_main(void *arg)
         close2(reuse_fd);
     }
     assert_no_worker_failure();
+    assert_no_leaks();
 }
 
 START_TEST(fd_reuse_1p) { test_run(fd_reuse_main, NULL, 1, 0); }

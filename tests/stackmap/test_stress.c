@@ -12,8 +12,8 @@ static void stress_task(void *arg)
 {
     GORT_FRAME();
     uint64_t acc = 0, want_acc;
-    uint64_t r = deep(600, &acc);
-    res[0] = r == deep_expect(600, &want_acc) && acc == want_acc;
+    uint64_t r = deep(400, &acc);
+    res[0] = r == deep_expect(400, &want_acc) && acc == want_acc;
     uint64_t arr[8] = {0};
     fill_down(arr, 60, 3);
     res[1] = arr[3];
@@ -40,7 +40,7 @@ START_TEST(test_stress_cases)
     memset(res, 0, sizeof res);
     uint64_t moves0 = atomic_load(&stackmap_n_grows);
     test_run(stress_main, NULL, 2, 0);
-    /* every check moved: at least one move per frame of deep(600) */
+    /* every check moved: at least one move per frame of deep(400) */
     ck_assert_uint_ge(atomic_load(&stackmap_n_grows) - moves0, 1500);
     ck_assert_uint_eq(res[0], 1);
     ck_assert_uint_eq(res[1], 2 * (60 * 61 / 2));
@@ -54,7 +54,7 @@ START_TEST(test_stress_cases)
 }
 END_TEST
 
-enum { NT = 100 };
+enum { NT = 60 };
 static _Atomic int bad, done;
 
 static void small_task(void *arg)

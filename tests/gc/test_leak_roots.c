@@ -1,0 +1,286 @@
+/* tests/gc/test_leak_roots.c — what the detector must never report, and what it must
+ * report while the program runs:
+ *  - a task blocked on a channel kept in a global, in the program's heap, in a
+ *    runtime object that is reachable (a channel buffer), or behind a context;
+ *  - a chain of 1,000 tasks, each waiting on the next, the last one sleeping;
+ *  - the detector running while other tasks run, spawn and allocate on 2 Ps: every
+ *    cycle reports exactly the leaks planted, never a live task (randomised, seeded);
+ *  - GORT_DEBUG=leakcheck=exit makes gort_run fail when tasks leaked, =report does not.
+ */
+/* ctest-timeout: 120 */
+#include <stdlib.h>
+
+#include "leak_testutil.h"
+
+static void t_recv(void *arg)
+{
+    GORT_FRAME();
+    gort_chan_t *c = arg;
+    int v;
+    note_rc(gort_chan_recv(c, &v));
+    atomic_fetch_add(&finished, 1);
+}
+
+/* ------------------------------------------------ reachable from the program */
+
+static gort_chan_t *global_chan;
+static gort_chan_t **heap_slot; /* a malloc'd cell holding a channel */
+static gort_chan_t *outer;      /* a channel whose buffer holds another channel */
+
+static NOINLINE void spawn_reachable(void)
+{
+    global_chan = gort_chan_make(sizeof(int), 0);
+    ck_assert_int_eq(gort_go(t_recv, global_chan), 0);
+    heap_slot = malloc(sizeof *heap_slot);
+    *heap_slot = gort_chan_make(sizeof(int), 0);
+    ck_assert_int_eq(gort_go(t_recv, *heap_slot), 0);
+    outer = gort_chan_make(sizeof(gort_chan_t *), 1);
+    gort_chan_t *inner = gort_chan_make(sizeof(int), 0);
+    ck_assert_int_eq(gort_chan_send(outer, &inner), 0);
+    ck_assert_int_eq(gort_go(t_recv, inner), 0);
+}
+
+static void reachable_main(void *arg)
+{
+    GORT_FRAME();
+    counters_reset();
+    spawn_reachable();
+    ck_assert_int_eq(leaks_after_settling(), 0);
+    ck_assert_int_eq(gort_leakcheck(stderr), 0);
+    /* now drop them one by one: each becomes a leak */
+    gort_chan_t *g = global_chan;
+    hide(g);
+    global_chan = NULL;
+    g = NULL;
+    ck_assert_int_eq(leaks_settle(1), 1);
+    hide(*heap_slot);
+    *(gort_chan_t *volatile *)heap_slot = NULL; /* free alone would leave the pointer in
+                          the freed block (the heap is scanned conservatively, freed parts
+                          too); volatile: the compiler drops a store before free */
+    free(heap_slot);
+    heap_slot = NULL;
+    ck_assert_int_eq(leaks_settle(2), 2);
+    gort_chan_t *inner = NULL;
+    ck_assert_int_eq(gort_chan_recv(outer, &inner), 0);
+    hide(inner);
+    inner = NULL;
+    ck_assert_int_eq(gort_chan_free(outer), 0);
+    outer = NULL;
+    ck_assert_int_eq(leaks_settle(3), 3);
+    cancel_and_reap(3, 3);
+    ck_assert_int_eq(atomic_load(&cancelled), 3);
+    free_hidden();
+    ck_assert_int_eq(gort_leakcheck(stderr), 0);
+}
+
+START_TEST(test_reachable_never_reported)
+{
+    test_run(reachable_main, NULL, 1 + _i, 0);
+}
+END_TEST
+
+/* ------------------------------------------------ a chain of 1,000 waiting tasks */
+
+enum { CHAIN = 1000 };
+typedef struct link {
+    gort_chan_t *in, *out;  /* receive from in, then send on out (out NULL: the end) */
+    int sleep_first;
+} link_t;
+
+static void t_link(void *arg)
+{
+    GORT_FRAME();
+    link_t *l = arg;
+    int v = 1;
+    if (l->sleep_first) { /* the last one: sleeps, then starts the wave */
+        gort_sleep(200000000);
+        note_rc(gort_chan_send(l->out, &v));
+    } else {
+        int rc = gort_chan_recv(l->in, &v);
+        note_rc(rc);
+        if (rc == 0)
+            gort_chan_free(l->in); /* its only sender has finished sending */
+        if (rc == 0 && l->out)
+            note_rc(gort_chan_send(l->out, &v));
+    }
+    atomic_fetch_add(&finished, 1);
+}
+
+static gort_chan_t *chain_end; /* where the wave arrives: the test receives it */
+
+/* Task i waits on chan[i], fed by task i+1; the last task sleeps, then feeds chan[N-2]. */
+static NOINLINE void spawn_chain(void)
+{
+    chain_end = gort_chan_make(sizeof(int), 0);
+    gort_chan_t *prev = NULL;
+    for (int i = 0; i < CHAIN; i++) {
+        link_t l = {0};
+        if (i == CHAIN - 1) {
+            l.sleep_first = 1;
+            l.out = prev;
+        } else {
+            gort_chan_t *in = gort_chan_make(sizeof(int), 0);
+            l.in = in;
+            l.out = i == 0 ? chain_end : prev;
+            prev = in;
+        }
+        ck_assert_int_eq(gort_go_with(t_link, &l, sizeof l), 0);
+    }
+}
+
+static void chain_main(void *arg)
+{
+    GORT_FRAME();
+    counters_reset();
+    spawn_chain();
+    gort_sleep(20000000); /* all 999 blocked, the last one sleeping */
+    gort_leak_t out[4];
+    int n = gort_leaks(out, 4);
+    if (n)
+        gort_leakcheck(stderr);
+    ck_assert_int_eq(n, 0);
+    int v = 0;
+    ck_assert_int_eq(gort_chan_recv(chain_end, &v), 0); /* the wave went through */
+    ck_assert_int_eq(v, 1);
+    for (int i = 0; i < 2000 && atomic_load(&finished) < CHAIN; i++)
+        gort_sleep(1000000);
+    ck_assert_int_eq(atomic_load(&finished), CHAIN);
+    ck_assert_int_eq(gort_leakcheck(stderr), 0);
+    ck_assert_int_eq(gort_chan_free(chain_end), 0);
+}
+
+START_TEST(test_chain_of_1000)
+{
+    test_run(chain_main, NULL, 1 + _i, 0);
+}
+END_TEST
+
+/* ------------------------------------------------ detector while tasks run */
+
+enum { BUSY_WORKERS = 6, PLANTED = 3 };
+static _Atomic int busy_stop;
+
+/* A pair ping-pongs over a channel it owns, spawning and freeing short-lived tasks and
+ * channels, with random yields: everything reachable from running tasks. */
+static void t_child(void *arg)
+{
+    GORT_FRAME();
+    gort_chan_t *c = arg;
+    int v = 3;
+    gort_chan_send(c, &v);
+}
+
+static void t_busy(void *arg)
+{
+    GORT_FRAME();
+    uint64_t rng = *(uint64_t *)arg;
+    while (!atomic_load(&busy_stop)) {
+        gort_chan_t *c = gort_chan_make(sizeof(int), test_rand(&rng) % 2);
+        gort_go(t_child, c);
+        if (test_rand(&rng) % 3 == 0)
+            gort_yield();
+        int v = 0;
+        gort_chan_recv(c, &v);
+        void *junk = malloc(64 + test_rand(&rng) % 256);
+        if (test_rand(&rng) % 4 == 0)
+            gort_sleep(10000);
+        free(junk);
+        gort_chan_free(c);
+    }
+    atomic_fetch_add(&finished, 1);
+}
+
+static NOINLINE void plant_leaks(void)
+{
+    for (int i = 0; i < PLANTED; i++)
+        ck_assert_int_eq(gort_go(t_recv, mkchan(0)), 0);
+}
+
+static void busy_main(void *arg)
+{
+    GORT_FRAME();
+    counters_reset();
+    atomic_store(&busy_stop, 0);
+    uint64_t seed = test_seed("detector_while_running", 0x1eaf);
+    /* planted first: a spawn/receive ping-pong keeps its P's local run queue from being
+     * served for a long time (runnext), and a runnable task is never a leak */
+    plant_leaks();
+    ck_assert_int_eq(leaks_settle(PLANTED), PLANTED);
+    for (int i = 0; i < BUSY_WORKERS; i++) {
+        uint64_t s = seed + (uint64_t)i * 0x9e3779b97f4a7c15ull;
+        ck_assert_int_eq(gort_go_with(t_busy, &s, sizeof s), 0);
+    }
+    int ok = 0, eagain = 0;
+    for (int round = 0; round < 200; round++) {
+        int n = gort_leaks(NULL, 0);
+        if (n == -EAGAIN) {
+            eagain++;
+            continue;
+        }
+        if (n != PLANTED)
+            gort_leakcheck(stderr);
+        ck_assert_int_eq(n, PLANTED);
+        ok++;
+    }
+    ck_assert_int_gt(ok, 150);
+    atomic_store(&busy_stop, 1);
+    for (int i = 0; i < 5000 && atomic_load(&finished) < BUSY_WORKERS; i++)
+        gort_sleep(1000000);
+    ck_assert_int_eq(atomic_load(&finished), BUSY_WORKERS);
+    cancel_and_reap(PLANTED, PLANTED);
+    free_hidden();
+    ck_assert_int_eq(gort_leakcheck(stderr), 0);
+}
+
+START_TEST(test_detector_while_running)
+{
+    test_run(busy_main, NULL, 2, 0);
+}
+END_TEST
+
+/* ------------------------------------------------ GORT_DEBUG=leakcheck at exit */
+
+static void t_mutex_twice(void *arg)
+{
+    GORT_FRAME();
+    gort_mutex_t *mu = arg; /* in the args copy: runtime memory */
+    gort_mutex_lock(mu);
+    gort_mutex_lock(mu);
+}
+
+static NOINLINE void plant_mutex_leak(void)
+{
+    char args[320] = {0}; /* > 256 bytes: copied to runtime memory, freed at teardown */
+    gort_go_opts_t o = {.args_size = sizeof args};
+    ck_assert_int_eq(gort_go_opts(&o, t_mutex_twice, args), 0);
+}
+
+static void exit_main(void *arg)
+{
+    GORT_FRAME();
+    plant_mutex_leak();
+    gort_sleep(5000000);
+}
+
+START_TEST(test_leakcheck_exit_fails_run)
+{
+    setenv("GORT_DEBUG", "leakcheck=exit", 1);
+    test_run(exit_main, NULL, 1 + _i, -EDEADLK);
+    setenv("GORT_DEBUG", "leakcheck=report", 1);
+    test_run(exit_main, NULL, 1 + _i, 0);
+    unsetenv("GORT_DEBUG");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("gc_leak_roots");
+    TCase *tc = tcase_create("roots");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_reachable_never_reported, 0, 2);
+    tcase_add_loop_test(tc, test_chain_of_1000, 0, 2);
+    tcase_add_test(tc, test_detector_while_running);
+    tcase_add_loop_test(tc, test_leakcheck_exit_fails_run, 0, 2);
+    suite_add_tcase(s, tc);
+    return test_main(s);
+}
