@@ -346,14 +346,23 @@ void g_ready(g_t *g)
         gort_throw("g_ready: task is not waiting");
     m_t *m = m_self();
     if (m && m->p && !rt_debug.migrate) {
+        /* runnext, as Go's ready() does, also from the scheduler's own stack: a task
+         * woken by its timer runs next instead of behind the whole queue (sleeper
+         * latency under CPU-bound neighbours). release: the next owner of runnext sees
+         * g's saved context. */
         p_t *p = m->p;
         if (m->curg) {
-            /* release: the next owner of runnext sees g's saved context */
             g_t *old = atomic_exchange_explicit(&p->runnext, g, memory_order_acq_rel);
             if (old)
                 runq_put_or_global(p, old);
         } else {
-            runq_put_or_global(p, g);
+            /* From the scheduler (timers, poller): runnext only while it is free, so a
+             * batch of timers firing together runs in deadline order. */
+            g_t *none = NULL;
+            if (!atomic_compare_exchange_strong_explicit(&p->runnext, &none, g,
+                                                         memory_order_acq_rel,
+                                                         memory_order_relaxed))
+                runq_put_or_global(p, g);
         }
     } else {
         globrunq_put(g);

@@ -61,6 +61,8 @@ typedef struct marker {
     size_t nmaps;
     range_t *excl;      /* runtime-owned, sorted, merged */
     size_t nexcl;
+    uintptr_t opaque[256]; /* starts of runtime objects never traced (besides tasks) */
+    size_t nopaque;
 } marker_t;
 
 /* ------------------------------------------------------------ lookups */
@@ -101,18 +103,42 @@ static ptrdiff_t stack_find(const marker_t *mk, uintptr_t v)
 }
 
 /* Objects that are never traced: task records (they hold every wait object), the
- * allg array (it holds every task record), Ms and Ps (stale hand-off fields such as
- * m->defer_lock point into the last channel a task parked on; their live contents,
- * tasks and timers, are handled as roots explicitly). */
-static bool obj_is_opaque(uintptr_t start, size_t size)
+ * allg array (it holds every task record), Ps and Ms and what an M owns (stale words:
+ * m->defer_lock points into the last channel a task parked on; the SIGURG altstack
+ * and the vector save areas hold register dumps of interrupted tasks). Their live
+ * contents, tasks and timers, are handled as roots explicitly. */
+static void opaque_add(marker_t *mk, const void *p)
 {
-    if ((void *)start == (void *)allg)
-        return true;
-    for (m_t *m = sched.allm; m; m = m->all_link)
-        if ((uintptr_t)m == start)
-            return true;
+    ptrdiff_t i = p ? obj_find(mk, (uintptr_t)p) : -1;
+    if (i >= 0 && mk->nopaque < sizeof mk->opaque / sizeof mk->opaque[0])
+        mk->opaque[mk->nopaque++] = mk->objs[i].lo;
+}
+
+static void opaque_build(marker_t *mk)
+{
+    opaque_add(mk, allg);
+    opaque_add(mk, sched.allp);
     for (int i = 0; i < sched.nprocs; i++)
-        if ((uintptr_t)sched.allp[i] == start)
+        opaque_add(mk, sched.allp[i]);
+    for (m_t *m = sched.allm; m; m = m->all_link) {
+        opaque_add(mk, m);
+        opaque_add(mk, m->xsave_scratch);
+        /* preempt/'s per-M state and every runtime object it points to (altstack,
+         * spare xsave area): its layout is preempt/'s, so its words are looked up */
+        ptrdiff_t k = m->preempt ? obj_find(mk, (uintptr_t)m->preempt) : -1;
+        if (k < 0)
+            continue;
+        opaque_add(mk, m->preempt);
+        for (const uintptr_t *w = (const uintptr_t *)mk->objs[k].lo;
+             (uintptr_t)(w + 1) <= mk->objs[k].hi; w++)
+            opaque_add(mk, (const void *)*w);
+    }
+}
+
+static bool obj_is_opaque(const marker_t *mk, uintptr_t start, size_t size)
+{
+    for (size_t i = 0; i < mk->nopaque; i++)
+        if (mk->opaque[i] == start)
             return true;
     if (size < sizeof(g_t))
         return false;
@@ -127,7 +153,7 @@ static inline void mark_word(marker_t *mk, uintptr_t v)
     if (i < 0 || mk->marks[i])
         return;
     mk->marks[i] = 1;
-    if (!obj_is_opaque(mk->objs[i].lo, mk->objs[i].hi - mk->objs[i].lo))
+    if (!obj_is_opaque(mk, mk->objs[i].lo, mk->objs[i].hi - mk->objs[i].lo))
         mk->work[mk->nwork++] = (uint32_t)i;
 }
 
@@ -488,6 +514,7 @@ int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp)
     if ((rc = excl_build(&mk)))
         goto out_free;
 
+    opaque_build(&mk);
     /* live tasks and their stacks */
     for (size_t i = 0; i < allg_len; i++) {
         g_t *g = allg[i];
