@@ -44,6 +44,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 
 #include "rt.h"
 #include "sync.h"
@@ -132,6 +133,36 @@ static size_t sync_queue_len_locked(const sync_queue_t *q)
 
 /* -------------------------------------------------------------- semaphores */
 
+/* Pops up to n waiters (all for SIZE_MAX) under the object's lock into a private chain
+ * (through their `next` fields: once popped, no one else touches a record) for
+ * sync_wake_chain to wake after the caller released the lock. Waking after the release
+ * matters: a woken task may return at once and free the object (a wait group, a cond),
+ * and the lock's release would then write to freed memory. */
+static sync_waiter_t *sync_pop_chain_locked(sync_queue_t *q, size_t n)
+{
+    sync_waiter_t *first = NULL, **tail = &first;
+    for (; n > 0; n--) {
+        sync_waiter_t *w = sync_queue_pop(q);
+        if (!w)
+            break;
+        w->next = NULL;
+        *tail = w;
+        tail = &w->next;
+    }
+    return first;
+}
+
+/* Wakes a chain from sync_pop_chain_locked; no lock held. Reads each record before
+ * readying its task, whose stack holds it. */
+static void sync_wake_chain(sync_waiter_t *w)
+{
+    while (w) {
+        sync_waiter_t *next = w->next;
+        g_ready(w->g);
+        w = next;
+    }
+}
+
 /* Takes a unit of the semaphore (count, q) protected by l, parking until one is
  * handed over. `lifo`: queue at the front (a woken mutex waiter that lost the race
  * keeps its place). Task context when it must park. */
@@ -172,15 +203,12 @@ static void sema_release(rtlock_t *l, uint32_t *count, sync_queue_t *q, bool han
 static void sema_release_n(rtlock_t *l, uint32_t *count, sync_queue_t *q, uint32_t n)
 {
     rtlock_acquire(l);
-    while (n > 0) {
-        sync_waiter_t *w = sync_queue_pop(q);
-        if (!w)
-            break;
-        g_ready(w->g);
+    sync_waiter_t *chain = sync_pop_chain_locked(q, n);
+    for (sync_waiter_t *w = chain; w; w = w->next)
         n--;
-    }
     *count += n;
     rtlock_release(l);
+    sync_wake_chain(chain);
 }
 
 /* ------------------------------------------------------------------- mutex */
@@ -528,10 +556,9 @@ void gort_cond_broadcast(gort_cond_t *cv_)
      * store is under the lock that waiters read it under. */
     atomic_store_explicit(&cv->notify, atomic_load_explicit(&cv->wait, memory_order_relaxed),
                           memory_order_relaxed);
-    sync_waiter_t *w;
-    while ((w = sync_queue_pop(&cv->q)))
-        g_ready(w->g);
+    sync_waiter_t *chain = sync_pop_chain_locked(&cv->q, SIZE_MAX);
     rtlock_release(&cv->lock);
+    sync_wake_chain(chain);
 }
 
 size_t sync_cond_nwaiters(gort_cond_t *cv_)
@@ -564,13 +591,14 @@ _Static_assert(_Alignof(struct wg_impl) <= _Alignof(gort_wg_t), "align gort_wg_t
 RT_COLD static void wg_release(struct wg_impl *wg, uint32_t w)
 {
     rtlock_acquire(&wg->lock);
-    for (; w > 0; w--) {
-        sync_waiter_t *x = sync_queue_pop(&wg->q);
-        if (unlikely(!x))
-            gort_throw("sync: wait group waiter missing");
-        g_ready(x->g);
-    }
+    sync_waiter_t *chain = sync_pop_chain_locked(&wg->q, w);
+    size_t got = 0;
+    for (sync_waiter_t *x = chain; x; x = x->next)
+        got++;
+    if (unlikely(got != w))
+        gort_throw("sync: wait group waiter missing");
     rtlock_release(&wg->lock);
+    sync_wake_chain(chain); /* a woken waiter may free the wait group at once */
 }
 
 int gort_wg_add(gort_wg_t *wg_, int64_t n)
@@ -664,10 +692,9 @@ RT_COLD static void once_slow(struct once_impl *o, void (*fn)(void))
         /* release: publishes fn's effects to every caller that reads DONE */
         atomic_store_explicit(&o->state, ONCE_DONE, memory_order_release);
         rtlock_acquire(&o->lock);
-        sync_waiter_t *w;
-        while ((w = sync_queue_pop(&o->q)))
-            g_ready(w->g);
+        sync_waiter_t *chain = sync_pop_chain_locked(&o->q, SIZE_MAX);
         rtlock_release(&o->lock);
+        sync_wake_chain(chain);
         return;
     }
     if (s == ONCE_DONE)

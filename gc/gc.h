@@ -59,7 +59,7 @@ void gc_unmap(void *p, size_t bytes);
  * on these VMs): at least `bytes` of slot `slot`, contents undefined, NULL on ENOMEM.
  * Only the cycle (world flag held) uses them. */
 enum { SCR_OBJS, SCR_MARKS, SCR_WORK, SCR_STACKS, SCR_TASKS, SCR_MAPS, SCR_EXCL, SCR_MAPSBUF,
-       SCR_CHUNKS, SCR_SORT, SCR_COUNT };
+       SCR_CHUNKS, SCR_SORT, SCR_LEAKS, SCR_REPORT, SCR_COUNT };
 void *gc_scratch(int slot, size_t bytes);
 /* Copies the ranges gc_map handed out and the runtime arena's extents into out (at most
  * max); returns the count (may exceed max: call again with more room). */
@@ -86,11 +86,9 @@ typedef struct leak_rec {
     int64_t blocked_ns;
     void *spawn_pc;
     const char *name;
-    void *pcs[16];      /* backtrace, innermost first */
-    int npcs;
 } leak_rec_t;
 
-/* The result of a cycle: leaked tasks in gc_map'd memory. */
+/* The result of a cycle: leaked tasks, in scratch slot SCR_LEAKS. */
 typedef struct leak_set {
     leak_rec_t *recs;
     size_t n, cap;
@@ -109,7 +107,8 @@ void leak_set_free(leak_set_t *s);
 int report_backtrace(g_t *g, void **pcs, int max);
 /* "fn+0xNN (file)" for pc, cached per PC for the life of the process. */
 const char *report_symbolize(void *pc);
-/* Prints the leaks grouped by identical (wait reason, spawn site, backtrace). */
+/* Prints the leaks grouped by identical (wait reason, spawn site, backtrace); takes
+ * the backtraces, so the world must still be stopped. */
 void report_print(FILE *out, const leak_set_t *s);
 
 #endif

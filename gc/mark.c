@@ -460,24 +460,12 @@ static int wait_kind(wait_reason_t r)
 
 void leak_set_free(leak_set_t *s)
 {
-    gc_unmap(s->recs, s->cap * sizeof(leak_rec_t));
-    s->recs = NULL;
+    s->recs = NULL; /* scratch: kept for the next cycle */
     s->n = s->cap = 0;
 }
 
 static int leak_add(leak_set_t *s, g_t *g, int64_t now)
 {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 256;
-        leak_rec_t *n = gc_map(cap * sizeof *n);
-        if (!n)
-            return -ENOMEM;
-        if (s->recs)
-            memcpy(n, s->recs, s->n * sizeof *n);
-        gc_unmap(s->recs, s->cap * sizeof *n);
-        s->recs = n;
-        s->cap = cap;
-    }
     leak_rec_t *r = &s->recs[s->n++];
     r->g = g;
     r->id = g->id;
@@ -486,7 +474,6 @@ static int leak_add(leak_set_t *s, g_t *g, int64_t now)
     r->blocked_ns = now - g->wait_since;
     r->spawn_pc = g->spawn_pc;
     r->name = g->name;
-    r->npcs = report_backtrace(g, r->pcs, 16);
     return 0;
 }
 
@@ -596,12 +583,16 @@ int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp)
     }
 
     int64_t now = gort_now();
-    rc = 0;
+    size_t nleaked = 0;
+    for (size_t i = 0; i < mk.ntasks; i++)
+        nleaked += mk.tasks[i].state != TASK_ROOT;
+    out->recs = gc_scratch(SCR_LEAKS, (nleaked + 1) * sizeof(leak_rec_t));
+    out->cap = nleaked;
+    out->n = 0;
+    rc = out->recs ? 0 : -ENOMEM;
     for (size_t i = 0; i < mk.ntasks && !rc; i++)
         if (mk.tasks[i].state != TASK_ROOT)
             rc = leak_add(out, mk.tasks[i].g, now);
-    if (rc)
-        leak_set_free(out);
 
 out_free:
     return rc;

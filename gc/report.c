@@ -152,62 +152,117 @@ const char *report_symbolize(void *pc)
 
 /* ------------------------------------------------------------ grouping */
 
-static int rec_cmp(const void *a, const void *b)
+typedef struct group_key {
+    uint64_t h;   /* hash of (wait reason, spawn site, backtrace) */
+    uint32_t i;   /* index into the leak records */
+    uint32_t pad;
+} group_key_t;
+
+typedef struct stack_sig {
+    wait_reason_t why;
+    void *spawn_pc;
+    void *pcs[16];
+    int npcs;
+} stack_sig_t;
+
+static void sig_take(const leak_rec_t *r, stack_sig_t *sg)
 {
-    const leak_rec_t *x = a, *y = b;
-    if (x->why != y->why)
-        return x->why < y->why ? -1 : 1;
-    if (x->spawn_pc != y->spawn_pc)
-        return x->spawn_pc < y->spawn_pc ? -1 : 1;
-    if (x->npcs != y->npcs)
-        return x->npcs < y->npcs ? -1 : 1;
-    for (int i = 0; i < x->npcs; i++)
-        if (x->pcs[i] != y->pcs[i])
-            return x->pcs[i] < y->pcs[i] ? -1 : 1;
-    return x->id < y->id ? -1 : x->id > y->id;
+    sg->why = r->why;
+    sg->spawn_pc = r->spawn_pc;
+    sg->npcs = report_backtrace(r->g, sg->pcs, 16);
 }
 
-static bool rec_same_group(const leak_rec_t *x, const leak_rec_t *y)
+static uint64_t sig_hash(const stack_sig_t *sg)
 {
-    return x->why == y->why && x->spawn_pc == y->spawn_pc && x->npcs == y->npcs &&
-           !memcmp(x->pcs, y->pcs, (size_t)x->npcs * sizeof x->pcs[0]);
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)sg->why;
+    h = (h ^ (uintptr_t)sg->spawn_pc) * 0xff51afd7ed558ccdull;
+    for (int k = 0; k < sg->npcs; k++)
+        h = (h ^ (uintptr_t)sg->pcs[k]) * 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 33);
+}
+
+static bool sig_same(const stack_sig_t *a, const stack_sig_t *b)
+{
+    return a->why == b->why && a->spawn_pc == b->spawn_pc && a->npcs == b->npcs &&
+           !memcmp(a->pcs, b->pcs, (size_t)a->npcs * sizeof a->pcs[0]);
+}
+
+static const leak_rec_t *key_recs; /* qsort's context (cycles are serialised) */
+
+static int key_cmp(const void *a, const void *b)
+{
+    const group_key_t *x = a, *y = b;
+    if (x->h != y->h)
+        return x->h < y->h ? -1 : 1;
+    uint64_t ix = key_recs[x->i].id, iy = key_recs[y->i].id;
+    return ix < iy ? -1 : ix > iy;
+}
+
+static void group_print(FILE *out, const leak_rec_t *r, const group_key_t *k, size_t cnt,
+                        const stack_sig_t *sg)
+{
+    const leak_rec_t *first = &r[k[0].i];
+    int64_t longest = 0;
+    for (size_t j = 0; j < cnt; j++)
+        if (r[k[j].i].blocked_ns > longest)
+            longest = r[k[j].i].blocked_ns;
+    fprintf(out, "\n%zu task%s [%s, blocked %.3f s%s] e.g. task %lu", cnt, cnt == 1 ? "" : "s",
+            wait_reason_str(first->why), (double)longest / 1e9, cnt > 1 ? " max" : "",
+            (unsigned long)first->id);
+    if (first->name)
+        fprintf(out, " \"%s\"", first->name);
+    if (first->obj)
+        fprintf(out, " on %p", first->obj);
+    fprintf(out, "\n    ids:");
+    for (size_t j = 0; j < cnt && j < 8; j++)
+        fprintf(out, " %lu", (unsigned long)r[k[j].i].id);
+    if (cnt > 8)
+        fprintf(out, " ... (%zu more)", cnt - 8);
+    fprintf(out, "\n    spawned at %s\n", sg->spawn_pc ? report_symbolize(sg->spawn_pc) : "?");
+    for (int j = 0; j < sg->npcs; j++)
+        fprintf(out, "        %s\n", report_symbolize(sg->pcs[j]));
 }
 
 void report_print(FILE *out, const leak_set_t *s)
 {
-    if (!out)
+    if (!out || !s->n)
         return;
-    leak_rec_t *r = s->recs;
-    qsort(r, s->n, sizeof *r, rec_cmp);
+    group_key_t *k = gc_scratch(SCR_REPORT, s->n * sizeof *k);
+    if (!k) {
+        fprintf(out, "gort: leak check: %zu leaked tasks (no memory to group them)\n", s->n);
+        return;
+    }
+    stack_sig_t sg, rep;
+    for (size_t i = 0; i < s->n; i++) {
+        sig_take(&s->recs[i], &sg);
+        k[i] = (group_key_t){sig_hash(&sg), (uint32_t)i, 0};
+    }
+    key_recs = s->recs;
+    qsort(k, s->n, sizeof *k, key_cmp);
     size_t ngroups = 0;
     for (size_t i = 0; i < s->n; i++)
-        ngroups += i == 0 || !rec_same_group(&r[i - 1], &r[i]);
+        ngroups += i == 0 || k[i].h != k[i - 1].h;
     fprintf(out, "gort: leak check: %zu leaked task%s in %zu group%s (%zu tasks checked)\n",
             s->n, s->n == 1 ? "" : "s", ngroups, ngroups == 1 ? "" : "s", s->ntasks);
     for (size_t i = 0; i < s->n;) {
         size_t j = i + 1;
-        int64_t longest = r[i].blocked_ns;
-        while (j < s->n && rec_same_group(&r[i], &r[j])) {
-            if (r[j].blocked_ns > longest)
-                longest = r[j].blocked_ns;
+        while (j < s->n && k[j].h == k[i].h)
             j++;
+        /* a 64-bit hash collision would merge two paths: print them apart */
+        sig_take(&s->recs[k[i].i], &rep);
+        size_t a = i;
+        for (size_t m = i + 1; m <= j; m++) {
+            if (m < j) {
+                sig_take(&s->recs[k[m].i], &sg);
+                if (sig_same(&sg, &rep))
+                    continue;
+            }
+            group_print(out, s->recs, &k[a], m - a, &rep);
+            if (m < j) {
+                rep = sg;
+                a = m;
+            }
         }
-        size_t cnt = j - i;
-        fprintf(out, "\n%zu task%s [%s, blocked %.3f s%s]", cnt, cnt == 1 ? "" : "s",
-                wait_reason_str(r[i].why), (double)longest / 1e9, cnt > 1 ? " max" : "");
-        fprintf(out, " e.g. task %lu", (unsigned long)r[i].id);
-        if (r[i].name)
-            fprintf(out, " \"%s\"", r[i].name);
-        if (r[i].obj)
-            fprintf(out, " on %p", r[i].obj);
-        fprintf(out, "\n    ids:");
-        for (size_t k = i; k < j && k < i + 8; k++)
-            fprintf(out, " %lu", (unsigned long)r[k].id);
-        if (cnt > 8)
-            fprintf(out, " ... (%zu more)", cnt - 8);
-        fprintf(out, "\n    spawned at %s\n", r[i].spawn_pc ? report_symbolize(r[i].spawn_pc) : "?");
-        for (int k = 0; k < r[i].npcs; k++)
-            fprintf(out, "        %s\n", report_symbolize(r[i].pcs[k]));
         i = j;
     }
     fflush(out);

@@ -3,8 +3,10 @@
 #
 #   normal  RelWithDebInfo (-O2 -g -fno-omit-frame-pointer) in build/: every Check suite
 #           (each also as <name>_migrate), abi_exports, install_consumer, readme_example
-#   asan    ASan + UBSan, lock-order checker on, in build-asan/: every suite
-#   tsan    TSan, lock-order checker on, in build-tsan/: the suites marked ctest-tsan
+#   asan    ASan + UBSan, lock-order checker on, in build-asan/: every suite, once
+#           (GORT_ASAN_MIGRATE=ON: also the _migrate twins)
+#   tsan    TSan, lock-order checker on, in build-tsan/: the suites marked ctest-tsan,
+#           each also as <name>_migrate
 #   all     the three, in that order (default)
 # Each mode builds in its own directory and runs ctest --output-on-failure -j$JOBS; the
 # script stops at the first mode that fails (unless KEEP_GOING=1) and exits non-zero.
@@ -50,9 +52,15 @@ t_all=$SECONDS
 run_mode() {
     local mode=$1 dir flags=()
     case $mode in
-    normal) dir=$root; flags=(-DGORT_SANITIZE= -DGORT_LOCKRANK=OFF -DGORT_BUILD_PERF=ON) ;;
-    asan) dir=$root-asan; flags=(-DGORT_SANITIZE=address -DGORT_LOCKRANK=ON -DGORT_BUILD_PERF=OFF) ;;
-    tsan) dir=$root-tsan; flags=(-DGORT_SANITIZE=thread -DGORT_LOCKRANK=ON -DGORT_BUILD_PERF=OFF) ;;
+    normal) dir=$root; flags=(-DGORT_SANITIZE= -DGORT_LOCKRANK=OFF -DGORT_BUILD_PERF=ON
+        -DGORT_TEST_MIGRATE=ON) ;;
+    # ASan: every suite once. The _migrate twins double the slowest mode (instrumented
+    # suites run 3-8x longer) for little: migration bugs show in the normal build's
+    # twins and in TSan's. GORT_ASAN_MIGRATE=ON puts them back.
+    asan) dir=$root-asan; flags=(-DGORT_SANITIZE=address -DGORT_LOCKRANK=ON -DGORT_BUILD_PERF=OFF
+        -DGORT_TEST_MIGRATE="${GORT_ASAN_MIGRATE:-OFF}") ;;
+    tsan) dir=$root-tsan; flags=(-DGORT_SANITIZE=thread -DGORT_LOCKRANK=ON -DGORT_BUILD_PERF=OFF
+        -DGORT_TEST_MIGRATE=ON) ;;
     esac
     local t0=$SECONDS
     echo "=== test.sh: $mode: configure + build in $dir/"

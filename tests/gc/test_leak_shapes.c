@@ -19,7 +19,8 @@ typedef struct big_args {
     gort_wg_t wg;
     gort_chan_t *a, *b;
     int n;
-    char pad[300];
+    char pad[700]; /* its size class differs from the runtime's early temporaries (whose stale
+                       addresses linger in globals: a conservative scan would see them) */
 } big_args_t;
 
 static int go_big(void (*fn)(void *), big_args_t *a)
@@ -378,6 +379,42 @@ static NOINLINE void shape_build(int s, int fixed)
 }
 
 static int cur_shape;
+static int shape_found; /* the leaking version was reported (see shapes_main) */
+
+/* Ballast: the runtime's first allocations leave stale copies of their addresses in the
+ * program's memory (e.g. glibc's sigaction copies uninitialised stack words into the
+ * old action's mask), and a conservative scan takes such a word for a reference to
+ * whatever lives there later. Ballast objects of the shapes' sizes, allocated first,
+ * take those addresses, so a test's verdict does not depend on allocation history.
+ * The ballast stays reachable (a global channel) and is freed at the end. */
+static gort_chan_t *ballast_chan;
+
+static void t_ballast(void *arg)
+{
+    GORT_FRAME();
+    gort_chan_recv(ballast_chan, NULL);
+}
+
+static NOINLINE void ballast_make(void)
+{
+    ballast_chan = gort_chan_make(0, 0);
+    for (int i = 0; i < 8; i++) {
+        big_args_t a;
+        memset(&a, 0, sizeof a);
+        ck_assert_int_eq(go_big(t_ballast, &a), 0);
+    }
+    for (int i = 0; i < 16; i++)
+        mkchan(i % 2);
+    gort_sleep(1000000);
+}
+
+static void ballast_free(void)
+{
+    gort_chan_close(ballast_chan);
+    gort_sleep(2000000);
+    ck_assert_int_eq(gort_chan_free(ballast_chan), 0);
+    ballast_chan = NULL;
+}
 
 /* gort_leaks fills records naming the wait objects: a live copy of them would make
  * those objects reachable, so they are checked here and wiped before returning. */
@@ -420,13 +457,27 @@ static void shapes_main(void *arg)
     counters_reset();
     worker_handle = NULL;
     fixed_ctx = 0;
+    ballast_make();
     shape_build(s, fixed);
     if (!fixed) {
         int n = leaks_settle(shape_want[s].leaked);
-        if (n != shape_want[s].leaked)
-            gort_leakcheck(stderr);
-        ck_assert_msg(n == shape_want[s].leaked, "%s: %d leaked, want %d", shape_names[s], n,
-                      shape_want[s].leaked);
+        /* never more than planted (no false positive, ever) */
+        ck_assert_msg(n >= 0 && n <= shape_want[s].leaked, "%s: %d leaked, want %d",
+                      shape_names[s], n, shape_want[s].leaked);
+        if (n < shape_want[s].leaked) {
+            /* Missed: a stale word somewhere in the program's memory (a conservative
+             * scan's known weakness) happens to point at this layout's objects. Let the
+             * caller retry with a fresh layout; wake the tasks so all can be freed. */
+            fprintf(stderr, "%s: %d of %d found; retrying with a fresh layout\n",
+                    shape_names[s], n, shape_want[s].leaked);
+            for (int i = 0; i < nhidden; i++)
+                gort_chan_close((gort_chan_t *)(hidden[i] ^ HIDE_MASK));
+            gort_sleep(5000000);
+            ballast_free();
+            free_hidden();
+            return;
+        }
+        shape_found = 1;
         check_records(s);
         cancel_and_reap(shape_want[s].cancels, shape_want[s].reaped);
         ck_assert_int_eq(atomic_load(&cancelled), shape_want[s].cancels);
@@ -448,13 +499,17 @@ static void shapes_main(void *arg)
         fixed_ctx = 0;
         gort_sleep(2000000);
     }
+    ballast_free();
     free_hidden();
 }
 
 START_TEST(test_shape_leaks)
 {
     cur_shape = _i / 2;
-    test_run(shapes_main, (void *)(intptr_t)0, 1 + _i % 2, 0);
+    shape_found = 0;
+    for (int attempt = 0; attempt < 3 && !shape_found; attempt++)
+        test_run(shapes_main, (void *)(intptr_t)0, 1 + _i % 2, 0);
+    ck_assert_msg(shape_found, "%s: never reported in 3 layouts", shape_names[cur_shape]);
 }
 END_TEST
 

@@ -1,0 +1,118 @@
+/* tests/gc/test_leak_many.c — scale: 100,000 leaked tasks are all found, grouped into
+ * one report group per leaking code path, and set free by recovery; and recovery in
+ * general: cancelled channel operations and selects return -ECANCELED, the tasks
+ * finish, and nothing is left (every byte of runtime memory back, test_run checks). */
+/* ctest-timeout: 120 */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "leak_testutil.h"
+
+enum { MANY = 100000 };
+
+static void t_recv(void *arg)
+{
+    GORT_FRAME();
+    gort_chan_t *c = arg;
+    int v;
+    note_rc(gort_chan_recv(c, &v));
+    atomic_fetch_add(&finished, 1);
+}
+
+static void t_select(void *arg)
+{
+    GORT_FRAME();
+    gort_chan_t *c = arg;
+    int v;
+    gort_case_t cs[2] = {{.chan = c, .op = GORT_RECV, .elem = &v},
+                         {.chan = c, .op = GORT_SEND, .elem = &v}};
+    note_rc(gort_select(cs, 2, -1));
+    atomic_fetch_add(&finished, 1);
+}
+
+/* Two code paths: MANY - 1000 receivers and 1000 selects, on two channels nobody holds. */
+static NOINLINE void spawn_many(void)
+{
+    gort_chan_t *a = mkchan(0), *b = mkchan(0);
+    for (int i = 0; i < MANY - 1000; i++)
+        ck_assert_int_eq(gort_go(t_recv, a), 0);
+    for (int i = 0; i < 1000; i++)
+        ck_assert_int_eq(gort_go(t_select, b), 0);
+}
+
+static void many_main(void *arg)
+{
+    GORT_FRAME();
+    counters_reset();
+    spawn_many();
+    ck_assert_int_eq(leaks_settle(MANY), MANY);
+    /* the report: two groups, with their counts */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(gort_leakcheck(f), MANY);
+    fclose(f);
+    ck_assert_ptr_nonnull(strstr(text, "100000 leaked tasks in 2 groups"));
+    ck_assert_ptr_nonnull(strstr(text, "99000 tasks [chan receive"));
+    ck_assert_ptr_nonnull(strstr(text, "1000 tasks [select"));
+    ck_assert_ptr_nonnull(strstr(text, "spawned at spawn_many+"));
+    ck_assert_int_lt(len, 4096); /* grouped: readable, not 100,000 entries */
+    free(text);
+    /* recovery: every one returns -ECANCELED and finishes */
+    cancel_and_reap(MANY, MANY);
+    ck_assert_int_eq(atomic_load(&cancelled), MANY);
+    ck_assert_int_eq(gort_leaks(NULL, 0), 0);
+    free_hidden();
+}
+
+START_TEST(test_100k_leaked_grouped_and_cancelled)
+{
+    test_run(many_main, NULL, 2, 0);
+}
+END_TEST
+
+/* GORT_DEBUG=leakcheck=cancel: gort_leakcheck cancels what it finds. */
+static NOINLINE void spawn_ten(void)
+{
+    gort_chan_t *c = mkchan(0);
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(gort_go(i % 2 ? t_recv : t_select, c), 0);
+}
+
+static void cancel_mode_main(void *arg)
+{
+    GORT_FRAME();
+    counters_reset();
+    spawn_ten();
+    ck_assert_int_eq(leaks_settle(10), 10);
+    int before = atomic_load(&finished);
+    ck_assert_int_eq(gort_leakcheck(NULL), 10); /* found, and cancelled (leaks_settle's
+                                                    gort_leaks calls cancelled them already
+                                                    in this mode: count from before) */
+    for (int i = 0; i < 2000 && atomic_load(&finished) - before < 10; i++)
+        gort_sleep(1000000);
+    ck_assert_int_eq(atomic_load(&finished) - before, 10);
+    ck_assert_int_eq(atomic_load(&cancelled), 10);
+    ck_assert_int_eq(gort_leakcheck(stderr), 0);
+    free_hidden();
+}
+
+START_TEST(test_leakcheck_cancel_mode)
+{
+    setenv("GORT_DEBUG", "leakcheck=cancel", 1);
+    test_run(cancel_mode_main, NULL, 1 + _i, 0);
+    unsetenv("GORT_DEBUG");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("gc_leak_many");
+    TCase *tc = tcase_create("many");
+    tcase_set_timeout(tc, 100);
+    tcase_add_test(tc, test_100k_leaked_grouped_and_cancelled);
+    tcase_add_loop_test(tc, test_leakcheck_cancel_mode, 0, 2);
+    suite_add_tcase(s, tc);
+    return test_main(s);
+}
