@@ -25,10 +25,14 @@
 #define RT_COLD __attribute__((noinline, cold))
 #define CACHE_LINE 64
 
-/* Code that reads raw stack words (stack copying, conservative scans) reads ASan's
- * redzones too: it is not instrumented. */
+/* Code that reads raw memory word by word (stack copying, conservative scans) reads
+ * ASan's redzones and words other threads write atomically: it is not instrumented
+ * (what it reads is only ever a hint or is stable: the world is stopped, or the stack's
+ * task cannot run). */
 #if defined(GORT_ASAN)
 #define GORT_NO_ASAN __attribute__((no_sanitize_address))
+#elif defined(GORT_TSAN)
+#define GORT_NO_ASAN __attribute__((no_sanitize_thread))
 #else
 #define GORT_NO_ASAN
 #endif

@@ -985,6 +985,10 @@ int g_spawn_main(void (*fn)(void *), void *arg);
 
 static void teardown(m_t *m0)
 {
+    /* sysmon first: it signals Ms through their preemption state, which each M frees
+     * as it exits (preempt_m_exit) -- a kick during the joins below would write freed
+     * memory (TSan). */
+    sysmon_stop();
     /* Every other M is asleep or about to notice `stopping`: join them. */
     for (;;) {
         rtlock_acquire(&sched.lock);
@@ -1005,7 +1009,6 @@ static void teardown(m_t *m0)
         if (!again)
             break;
     }
-    sysmon_stop();
     g_destroy_all();
     for (int i = 0; i < sched.nprocs; i++) {
         p_t *p = sched.allp[i];
@@ -1039,7 +1042,6 @@ static void teardown(m_t *m0)
 
 int gort_run(void (*main_fn)(void *), void *arg, const gort_config_t *cfg)
 {
-    gc_run_frame = (uintptr_t)__builtin_frame_address(0); /* gc: the caller's frames are roots */
     if (!main_fn)
         return -EINVAL;
     bool expect = false;
@@ -1054,6 +1056,7 @@ int gort_run(void (*main_fn)(void *), void *arg, const gort_config_t *cfg)
     if (rc)
         goto out_unrun;
     debug_parse(getenv("GORT_DEBUG"));
+    gc_run_start((uintptr_t)__builtin_frame_address(0)); /* gc: caller's frames; SIGQUIT */
     bindnow_check();
     rc = rt_alloc_init();
     if (rc)

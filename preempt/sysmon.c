@@ -106,7 +106,8 @@ static void *sysmon_main(void *arg)
                     busy = true;
                 continue;
             }
-            g_t *g = __atomic_load_n(&m->curg, __ATOMIC_RELAXED);
+            /* acquire: pairs with the release store in g_switch_to, so g is initialised */
+            g_t *g = __atomic_load_n(&m->curg, __ATOMIC_ACQUIRE);
             if (!g || atomic_load_explicit(&g->status, memory_order_relaxed) != G_RUNNING)
                 continue;
             busy = true;
