@@ -47,21 +47,6 @@ static int rt_flags(void)
     return MALLOCX_TCACHE_NONE | (rt_arena_ok ? MALLOCX_ARENA(rt_arena) : 0);
 }
 
-int rt_tcache_create(void)
-{
-    unsigned tc;
-    size_t sz = sizeof tc;
-    return mallctl("tcache.create", &tc, &sz, NULL, 0) == 0 ? (int)tc : -1;
-}
-
-void rt_tcache_destroy(int tc)
-{
-    if (tc < 0)
-        return;
-    unsigned u = (unsigned)tc;
-    mallctl("tcache.destroy", NULL, NULL, &u, sizeof u);
-}
-
 static void *alloc_on_sysstack(void *arg)
 {
     struct alloc_req *r = arg;

@@ -197,7 +197,6 @@ struct m {
     uintptr_t *tls_stackguard; /* &gort_tls_stackguard of this thread */
     uint64_t pthread;     /* pthread_t */
     bool exiting;
-    int rt_tcache;        /* jemalloc tcache of the runtime arena for this M; -1 none */
     void *xsave_scratch;  /* morestack's vector-state save area (64-byte aligned) */
     uintptr_t sysstack_lo, sysstack_hi; /* this thread's own stack (g0) */
 

@@ -156,7 +156,6 @@ static void *m_thread_main(void *arg);
 static void m_init_thread_state(m_t *m)
 {
     m_set_current_tls(m);
-    m->rt_tcache = rt_tcache_create();
     pthread_attr_t a;
     if (pthread_getattr_np(pthread_self(), &a) == 0) {
         void *lo;
@@ -182,7 +181,6 @@ static m_t *m_alloc(void)
         rt_free(m);
         return NULL;
     }
-    m->rt_tcache = -1;
     m->g0.status = G_RUNNING;
     m->g0.m = m;
     return m;
@@ -302,13 +300,23 @@ static g_t *sched_next_fast(m_t *m)
                  atomic_load_explicit(&sched.stopping, memory_order_relaxed) ||
                  atomic_load_explicit(&stw_requested, memory_order_relaxed)))
         return NULL; /* (gc: through g0, which parks at findrunnable's top) */
-    p_tick(p);
     if (unlikely(--p->fast_budget == 0)) {
         p->fast_budget = GLOBAL_CHECK_TICKS;
         p->check_global = true;
+        p_tick(p);
         return NULL; /* time to look at the global runq and the timers */
     }
-    g_t *g = runq_get(p);
+    /* runnext inherits the time slice (Go's inheritTime): the hand-off does not count as
+     * a schedule, so a ping-pong pair that keeps handing off through runnext still ends
+     * its slice, sysmon preempts it, and the P's queue gets its turn (without this,
+     * tasks queued behind a ping-pong pair waited > 200 ms). */
+    g_t *g = atomic_load_explicit(&p->runnext, memory_order_relaxed);
+    if (!g || !atomic_compare_exchange_strong_explicit(&p->runnext, &g, NULL,
+                                                       memory_order_acquire,
+                                                       memory_order_relaxed)) {
+        p_tick(p);
+        g = runq_get(p);
+    }
     if (g && unlikely(g->locked_m && g->locked_m != m)) {
         m->nextg = g; /* g0 hands it to its M */
         return NULL;
@@ -1025,19 +1033,16 @@ static void teardown(m_t *m0)
     while (m) {
         m_t *next = m->all_link;
         if (m != m0) {
-            rt_tcache_destroy(m->rt_tcache);
             rt_free(m->xsave_scratch);
             rt_free(m);
         }
         m = next;
     }
-    /* m0 last, freed without its own tcache, which is destroyed after. */
-    int tc = m0->rt_tcache;
+    /* m0 last: nothing may find it through the thread pointer once it is freed */
     void *scratch = m0->xsave_scratch;
     m_set_current_tls(NULL);
     rt_free(scratch);
     rt_free(m0);
-    rt_tcache_destroy(tc);
 }
 
 int gort_run(void (*main_fn)(void *), void *arg, const gort_config_t *cfg)
@@ -1097,7 +1102,6 @@ int gort_run(void (*main_fn)(void *), void *arg, const gort_config_t *cfg)
     if (rc) {
         netpoll_destroy();
         m_set_current_tls(NULL);
-        rt_tcache_destroy(m0->rt_tcache);
         goto out_free_ps;
     }
     sysmon_start();

@@ -120,8 +120,6 @@ extern _Atomic uint64_t stack_bytes_pooled;
 /* alloc.c */
 extern _Atomic int64_t rt_mem_bytes;
 int rt_alloc_init(void);
-int rt_tcache_create(void);
-void rt_tcache_destroy(int tc);
 
 /* bindnow.c */
 void bindnow_check(void);

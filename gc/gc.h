@@ -36,6 +36,9 @@ void stw_wait_syscall(void);
  * roots; every other part of the Ms' own stacks holds only the scheduler's words
  * (below it, stale ones that would hide leaks). Set by gort_run. */
 extern uintptr_t gc_run_frame;
+/* gort_run, after GORT_DEBUG is parsed: records its frame (above) and installs the
+ * SIGQUIT handler (gc/quit.c) unless quitdump=0. */
+void gc_run_start(uintptr_t frame);
 
 /* GORT_DEBUG=leakcheck=... at the end of gort_run (main task, just returned). Returns
  * the run result gort_run should report (rc unless leakcheck=exit found leaks). */

@@ -11,7 +11,9 @@
  *  - tasks that can run or be woken by something other than a task: running (the
  *    stopper, from its sp), runnable, in a system call (whole stack), sleeping, waiting
  *    for I/O, and any task whose stack holds a queued timer (select with a timeout);
- *    a root task's stack [sp, hi), its args copy and vector-state save area;
+ *    a root task's stack [sp, hi), and what its record holds for it: its argument (a
+ *    task not started yet has it nowhere else), args copy, wake-up parameter and
+ *    vector-state save area;
  *  - queued timers elsewhere (gort_after, contexts with a deadline): the timer and its
  *    argument.
  * Runtime objects are traced, not roots (a channel marks what its buffer holds), except
@@ -114,7 +116,7 @@ static void opaque_add(marker_t *mk, const void *p)
         mk->opaque[mk->nopaque++] = mk->objs[i].lo;
 }
 
-static void opaque_build(marker_t *mk)
+static GORT_NO_ASAN void opaque_build(marker_t *mk)
 {
     opaque_add(mk, allg);
     opaque_add(mk, sched.allp);
@@ -135,7 +137,7 @@ static void opaque_build(marker_t *mk)
     }
 }
 
-static bool obj_is_opaque(const marker_t *mk, uintptr_t start, size_t size)
+static GORT_NO_ASAN bool obj_is_opaque(const marker_t *mk, uintptr_t start, size_t size)
 {
     for (size_t i = 0; i < mk->nopaque; i++)
         if (mk->opaque[i] == start)
@@ -157,7 +159,8 @@ static inline void mark_word(marker_t *mk, uintptr_t v)
         mk->work[mk->nwork++] = (uint32_t)i;
 }
 
-static void scan_words(marker_t *mk, uintptr_t a, uintptr_t b)
+/* Reads raw words: redzones, other tasks' stacks (GORT_NO_ASAN, core/rt.h). */
+static GORT_NO_ASAN void scan_words(marker_t *mk, uintptr_t a, uintptr_t b)
 {
     a = (a + 7) & ~(uintptr_t)7;
     for (const uintptr_t *w = (const uintptr_t *)a; (uintptr_t)(w + 1) <= b; w++) {
@@ -374,10 +377,12 @@ static void task_scan_root(marker_t *mk, size_t ti, uintptr_t from)
     if (from < lo || from >= g->stack_hi)
         from = lo; /* no usable sp: the whole stack (more roots, never fewer) */
     scan_words(mk, from, g->stack_hi);
-    if (g->args_copy)
-        mark_word(mk, (uintptr_t)g->args_copy);
-    if (g->xsave)
-        mark_word(mk, (uintptr_t)g->xsave);
+    /* what the record holds for the task (the record itself is never traced): a task
+     * not started yet has its argument only there */
+    mark_word(mk, (uintptr_t)g->arg);
+    mark_word(mk, (uintptr_t)g->args_copy);
+    mark_word(mk, (uintptr_t)g->wait_param);
+    mark_word(mk, (uintptr_t)g->xsave);
 }
 
 /* The sp from which a parked or runnable task's stack is live: its saved context. An
@@ -405,7 +410,7 @@ static bool wait_obj_reachable(marker_t *mk, const void *obj)
 
 /* A parked select: reachable when any of its queued records' channels is. The records
  * are on its stack (or in a runtime object for large selects). */
-static bool select_reachable(marker_t *mk, const g_t *g)
+static GORT_NO_ASAN bool select_reachable(marker_t *mk, const g_t *g)
 {
     const chan_waiter_t *w = g->waiting;
     for (int k = 0; w && k < 4096; k++) {

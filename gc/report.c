@@ -20,7 +20,7 @@
  * return address — the same slots core/dump.c reads. */
 enum { CTX_RBP_SLOT = 7, CTX_RET_SLOT = 8 };
 
-int report_backtrace(g_t *g, void **pcs, int max)
+GORT_NO_ASAN int report_backtrace(g_t *g, void **pcs, int max)
 {
     const uint64_t *sp = g->ctx.sp;
     uintptr_t lo = g->stack_lo, hi = g->stack_hi;

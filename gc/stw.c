@@ -30,7 +30,6 @@
 #include "preempt/preempt.h"
 
 _Atomic int stw_requested;
-uintptr_t gc_run_frame;
 static _Atomic uint32_t stw_epoch;       /* bumped by stw_start; Ms futex-wait on it */
 static _Atomic int p_stopped[1024];      /* by P id: its M is parked here; set by that M,
                                             cleared by stw_start */

@@ -333,12 +333,12 @@ typedef struct gort_leak {
  * (may exceed max), 0 outside a runtime, -EPERM outside a task, -EAGAIN when some
  * running task did not reach a safe point within 1 s, -ENOMEM. `name` stays valid while
  * the task lives, `spawn_site` for the life of the process. Task context; switches
- * (the caller yields while another cycle runs); does not move the caller's stack.
- * With GORT_DEBUG=leakcheck=cancel it also cancels them, as gort_leaks_cancel. */
+ * (the caller yields while another cycle runs); does not move the caller's stack. */
 GORT_API int gort_leaks(gort_leak_t *out, size_t max);
 /* For test teardown: runs the detector, prints a report of the leaked tasks grouped by
  * identical stacks to `report` (NULL ok: silent) and returns their count (0 = none), or
- * a negative errno as gort_leaks. */
+ * a negative errno as gort_leaks. With GORT_DEBUG=leakcheck=cancel it also cancels
+ * them, as gort_leaks_cancel. */
 GORT_API int gort_leakcheck(FILE *report);
 /* Runs the detector and sets the leaked tasks free: the blocked channel send/receive or
  * select of each leaked task returns -ECANCELED, so it can unwind and free what it

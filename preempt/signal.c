@@ -222,6 +222,10 @@ int preempt_start(void)
         sa.sa_sigaction = preempt_sigurg;
         sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
         sigemptyset(&sa.sa_mask);
+        /* glibc copies only the kernel's 8-byte mask into old.sa_mask and leaves the
+         * rest of the 128-byte sigset_t as it was: zero it first, or stale stack words
+         * there look like pointers to the leak detector. */
+        memset(&preempt_old_sa, 0, sizeof preempt_old_sa);
         if (sigaction(SIGURG, &sa, &preempt_old_sa) != 0)
             return -errno;
         atomic_store_explicit(&preempt_installed, true, memory_order_relaxed);
