@@ -25,6 +25,12 @@
 #define RT_COLD __attribute__((noinline, cold))
 #define CACHE_LINE 64
 
+#if defined(GORT_ASAN) || defined(GORT_TSAN)
+#define GORT_SANITIZER_BUILD 1
+#else
+#define GORT_SANITIZER_BUILD 0
+#endif
+
 /* Code that reads raw memory word by word (stack copying, conservative scans) reads
  * ASan's redzones and words other threads write atomically: it is not instrumented
  * (what it reads is only ever a hint or is stable: the world is stopped, or the stack's
