@@ -58,14 +58,18 @@ step "pkg-config --cflags --libs gort: $(pkg-config --cflags --libs gort)"
 $cc -o "$tmp/pc_shared" "$here/consumer/consumer.c" $(pkg-config --cflags --libs gort)
 LD_LIBRARY_PATH=$libdir run_consumer "$tmp/pc_shared"
 # The shared binary must really use the installed libgort.so.0.
-LD_LIBRARY_PATH=$libdir ldd "$tmp/pc_shared" | grep -q "$libdir/libgort.so.0" || {
+# (ldd's output is captured first: `ldd | grep -q` under pipefail fails whenever grep
+# exits before ldd has written everything and ldd dies of SIGPIPE.)
+deps=$(LD_LIBRARY_PATH=$libdir ldd "$tmp/pc_shared")
+grep -q "$libdir/libgort.so.0" <<<"$deps" || {
     echo "install_consumer: pc_shared does not load $libdir/libgort.so.0" >&2; exit 1; }
 
 static_libs=$(pkg-config --static --libs gort | sed 's/-lgort\b/-l:libgort.a/')
 step "pkg-config --static: $static_libs"
 # shellcheck disable=SC2046
 $cc -o "$tmp/pc_static" "$here/consumer/consumer.c" $(pkg-config --cflags gort) $static_libs
-if ldd "$tmp/pc_static" | grep -q libgort; then
+deps=$(ldd "$tmp/pc_static")
+if grep -q libgort <<<"$deps"; then
     echo "install_consumer: pc_static links libgort.so" >&2; exit 1
 fi
 run_consumer "$tmp/pc_static"
@@ -78,6 +82,7 @@ cmake --build "$tmp/cmake-build" -j2 >"$tmp/build.log" || { cat "$tmp/build.log"
 run_consumer "$tmp/cmake-build/consumer_static"
 # The CMake consumer gets the install's RUNPATH from CMake's build-tree rpath handling.
 run_consumer "$tmp/cmake-build/consumer_shared"
-ldd "$tmp/cmake-build/consumer_shared" | grep -q "$libdir/libgort.so.0" || {
+deps=$(ldd "$tmp/cmake-build/consumer_shared")
+grep -q "$libdir/libgort.so.0" <<<"$deps" || {
     echo "install_consumer: consumer_shared does not load $libdir/libgort.so.0" >&2; exit 1; }
 echo "install_consumer: 4 consumers built and ran"
