@@ -130,6 +130,7 @@ const char *spawn_site_str(void *pc, char *buf, size_t len);
 
 /* preempt hooks (sysmon) */
 void sysmon_start(void);
+void schedtrace_print(int64_t now); /* core/schedtrace.c; sysmon, every schedtrace ms */
 void sysmon_stop(void);
 
 /* netpoll hooks are in netpoll.h; timers in timer.h */

@@ -81,10 +81,19 @@ static void *sysmon_main(void *arg)
     int64_t next_refresh = now + SYSMON_REFRESH_NS;
     int64_t nap = SYSMON_NAP_RUN_NS;
     int mode = sched.preempt_mode;
+    int64_t trace_every = (int64_t)rt_debug.schedtrace * 1000000;
+    int64_t next_trace = now + trace_every;
     while (!atomic_load_explicit(&sysmon_quit, memory_order_acquire)) {
-        struct timespec ts = {nap / 1000000000, nap % 1000000000};
+        int64_t sleep_ns = nap;
+        if (trace_every && next_trace - now < sleep_ns)
+            sleep_ns = next_trace > now ? next_trace - now : 0;
+        struct timespec ts = {sleep_ns / 1000000000, sleep_ns % 1000000000};
         nanosleep(&ts, NULL);
         now = gort_now();
+        if (trace_every && now >= next_trace) {
+            schedtrace_print(now);
+            next_trace = now + trace_every; /* a period, not a schedule: no bursts */
+        }
         if (mode == GORT_PREEMPT_ASYNC && now >= next_refresh) {
             safepc_refresh();
             next_refresh = now + SYSMON_REFRESH_NS;

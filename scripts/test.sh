@@ -3,9 +3,9 @@
 #
 #   normal  RelWithDebInfo (-O2 -g -fno-omit-frame-pointer) in build/: every Check suite
 #           (each also as <name>_migrate), abi_exports, install_consumer, readme_example
-#   asan    ASan + UBSan, lock-order checker on, in build-asan/: every suite, once
+#   asan    ASan + UBSan (GORT_LOCKRANK=ON, reserved: no checker yet), in build-asan/: every suite, once
 #           (GORT_ASAN_MIGRATE=ON: also the _migrate twins)
-#   tsan    TSan, lock-order checker on, in build-tsan/: the suites marked ctest-tsan,
+#   tsan    TSan (GORT_LOCKRANK=ON, reserved), in build-tsan/: the suites marked ctest-tsan,
 #           each also as <name>_migrate
 #   all     the three, in that order (default)
 # Each mode builds in its own directory and runs ctest --output-on-failure -j$JOBS; the
