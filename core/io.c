@@ -56,33 +56,16 @@ static int io_set_nonblock(int fd)
     return 0;
 }
 
-/* One read that never blocks: bytes, or -errno (-EAGAIN: not ready). Task context. */
-static ssize_t io_try_read(polldesc_t *pd, void *buf, size_t n)
+/* One read (is_write false) or write that never blocks: bytes, or -errno (-EAGAIN: not
+ * ready / no room). Sockets get recv/send with MSG_DONTWAIT, so the fd's own flags stay
+ * as the program set them; anything else is put in O_NONBLOCK once. Task context. */
+static ssize_t io_try_rw(polldesc_t *pd, void *buf, size_t n, bool is_write)
 {
     ssize_t r;
     /* relaxed: a hint, any value is safe (file head) */
     if (atomic_load_explicit(&pd->kind, memory_order_relaxed) == PD_KIND_SOCKET) {
-        r = recv(pd->fd, buf, n, MSG_DONTWAIT);
-        if (r >= 0)
-            return r;
-        if (IO_ERRNO() != ENOTSOCK)
-            return -IO_ERRNO();
-        atomic_store_explicit(&pd->kind, PD_KIND_OTHER, memory_order_relaxed);
-    }
-    int rc = io_set_nonblock(pd->fd);
-    if (rc)
-        return rc;
-    r = read(pd->fd, buf, n);
-    return r >= 0 ? r : -IO_ERRNO();
-}
-
-/* One write that never blocks: bytes, or -errno (-EAGAIN: no room). Task context. */
-static ssize_t io_try_write(polldesc_t *pd, const void *buf, size_t n)
-{
-    ssize_t r;
-    if (atomic_load_explicit(&pd->kind, memory_order_relaxed) == PD_KIND_SOCKET) {
         /* No MSG_NOSIGNAL: a broken connection raises SIGPIPE, as write(2) does. */
-        r = send(pd->fd, buf, n, MSG_DONTWAIT);
+        r = is_write ? send(pd->fd, buf, n, MSG_DONTWAIT) : recv(pd->fd, buf, n, MSG_DONTWAIT);
         if (r >= 0)
             return r;
         if (IO_ERRNO() != ENOTSOCK)
@@ -92,7 +75,7 @@ static ssize_t io_try_write(polldesc_t *pd, const void *buf, size_t n)
     int rc = io_set_nonblock(pd->fd);
     if (rc)
         return rc;
-    r = write(pd->fd, buf, n);
+    r = is_write ? write(pd->fd, buf, n) : read(pd->fd, buf, n);
     return r >= 0 ? r : -IO_ERRNO();
 }
 
@@ -260,7 +243,7 @@ ssize_t gort_read(int fd, void *buf, size_t n)
         return rc;
     for (;;) {
         io_seq_t seq = polldesc_seq(pd);
-        ssize_t r = io_try_read(pd, buf, n);
+        ssize_t r = io_try_rw(pd, buf, n, false);
         if (r == -EINTR)
             continue;
         if (r != -EAGAIN)
@@ -286,7 +269,7 @@ ssize_t gort_write(int fd, const void *buf, size_t n)
     size_t done = 0;
     do {
         io_seq_t seq = polldesc_seq(pd);
-        ssize_t r = io_try_write(pd, (const char *)buf + done, n - done);
+        ssize_t r = io_try_rw(pd, (char *)buf + done, n - done, true);
         if (r >= 0) {
             done += (size_t)r;
             continue;
