@@ -5,30 +5,27 @@
  * give a stale frame but never a fault. With the world stopped (deadlock report, gc) the
  * dump is exact. Context: sysstack (uses stdio).
  */
-#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "rt.h"
 #include "sched_impl.h"
+#include "gc/gc.h"
 
 static const char *const status_names[] = {
     [G_IDLE] = "idle",         [G_RUNNABLE] = "runnable", [G_RUNNING] = "running",
     [G_WAITING] = "waiting",   [G_SYSCALL] = "syscall",   [G_DEAD] = "dead",
 };
 
+/* "fn+0xNN (path:line)" for a return address (a spawn site, a frame of a backtrace):
+ * the leak reports' symbolizer (gc/report.c), so dumps and reports name code alike.
+ * Context: sysstack (libunwind, stdio). */
 const char *spawn_site_str(void *pc, char *buf, size_t len)
 {
-    Dl_info info;
-    if (pc && dladdr(pc, &info) && info.dli_sname)
-        snprintf(buf, len, "%s+0x%lx (%s)", info.dli_sname,
-                 (unsigned long)((char *)pc - (char *)info.dli_saddr),
-                 info.dli_fname ? info.dli_fname : "?");
-    else if (pc && dladdr(pc, &info) && info.dli_fname)
-        snprintf(buf, len, "%p (%s+0x%lx)", pc, info.dli_fname,
-                 (unsigned long)((char *)pc - (char *)info.dli_fbase));
+    if (!pc)
+        snprintf(buf, len, "?");
     else
-        snprintf(buf, len, "%p", pc);
+        snprintf(buf, len, "%s", report_symbolize(pc));
     return buf;
 }
 

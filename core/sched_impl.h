@@ -127,6 +127,9 @@ void bindnow_check(void);
 /* dump.c */
 int dump_tasks_locked_world(FILE *out);
 const char *spawn_site_str(void *pc, char *buf, size_t len);
+/* core/lineinfo.c: "path:line" of the code at pc from the DWARF line tables of its
+ * module; false when there are none. For a return address pass ret - 1 (the call). */
+bool lineinfo_find(uintptr_t pc, char *out, size_t len);
 
 /* preempt hooks (sysmon) */
 void sysmon_start(void);

@@ -4,8 +4,8 @@
  * A group is (wait reason, spawn site, backtrace): the tasks of one leaking code path.
  * Symbols come from libunwind (it reads .symtab, so static functions have names too),
  * with dladdr for the file; libunwind is slow per call (it opens the object file), so
- * every PC is symbolized once per process and kept in a gc_map'd table. No file:line:
- * that needs DWARF line tables (libdw or addr2line), not a dependency here.
+ * every PC is symbolized once per process and kept in a gc_map'd table. file:line comes
+ * from the module's DWARF line tables (core/lineinfo.c) when it has them.
  * Context: sysstack (stdio, libunwind).
  */
 #define UNW_LOCAL_ONLY
@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/sched_impl.h"
 #include "gc/gc.h"
 
 /* Saved context layout (core/arch/x86_64.S): fpcw+mxcsr, r15, r14, r13, r12, rbx, rbp,
@@ -102,6 +103,9 @@ static void sym_format(void *pc, char *buf, size_t len)
             unw_get_proc_name(&cur, name, sizeof name, &off) == 0)
             named = true;
     }
+    char where[200];
+    if (lineinfo_find((uintptr_t)pc - 1, where, sizeof where)) /* pc: a return address */
+        file = where;
     if (named)
         snprintf(buf, len, "%s+0x%lx (%s)", name, (unsigned long)off, file);
     else
@@ -138,7 +142,7 @@ const char *report_symbolize(void *pc)
             res = syms[j].s;
     }
     if (!res) {
-        char buf[256];
+        char buf[400]; /* name (160) + path:line (200) + the rest */
         sym_format(pc, buf, sizeof buf);
         res = sym_strdup(buf);
         if (res && syms_cap && 2 * (syms_n + 1) <= syms_cap) {
