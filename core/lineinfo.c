@@ -264,10 +264,18 @@ static bool unit_file_name(const lineinfo_module_t *m, const line_unit_t *u, uin
     if (c.bad || !name || !*name)
         return false;
     const char *d = dir < ndirs ? dirs[dir] : "";
+    char full[LINEINFO_PATH * 2];
+    int n;
     if (name[0] == '/' || !*d)
-        snprintf(out, len, "%s:%u", name, line);
+        n = snprintf(full, sizeof full, "%s:%u", name, line);
     else
-        snprintf(out, len, "%s/%s:%u", d, name, line);
+        n = snprintf(full, sizeof full, "%s/%s:%u", d, name, line);
+    if (n < 0)
+        return false;
+    size_t flen = strlen(full);
+    /* too long for out: keep the end (file name and line), the useful part */
+    const char *from = flen < len ? full : full + (flen - (len - 1));
+    memcpy(out, from, strlen(from) + 1);
     return true;
 }
 

@@ -54,6 +54,13 @@ START_TEST(test_no_line_tables)
     if (lineinfo_find((uintptr_t)strlen, where, sizeof where))
         ck_assert_ptr_nonnull(strchr(where, ':'));
     ck_assert(!lineinfo_find((uintptr_t)return_address, where, 0));
+    /* a buffer too small for the path keeps its end: the file name and the line */
+    char tiny[12];
+    void *r = return_address(); int line = __LINE__;
+    ck_assert(lineinfo_find((uintptr_t)r - 1, tiny, sizeof tiny));
+    char want[16];
+    snprintf(want, sizeof want, ".c:%d", line);
+    ck_assert_msg(strlen(tiny) == sizeof tiny - 1 && strstr(tiny, want), "tail %s", tiny);
 }
 END_TEST
 
