@@ -63,9 +63,11 @@ static inline void *moved(const shrink_ctx_t *s, void *p)
 }
 #define MOVE_FIELD(s, f) ((f) = moved((s), (void *)(f)))
 
+/* The locks one shrink holds, in acquisition order (released in reverse). The mover's
+ * own (a local of stack_shrink_parked). */
 typedef struct shrink_locks {
-    rtlock_t *held[SHRINK_MAX_LOCKS + 2];
-    unsigned n;
+    rtlock_t *held[SHRINK_MAX_LOCKS + 2]; /* channel locks, then a timer heap's lock */
+    unsigned n;                           /* how many are held */
 } shrink_locks_t;
 
 static void locks_take(shrink_locks_t *l, rtlock_t *k)
