@@ -60,6 +60,16 @@ typedef struct chan_waiter {
                                      moved, false = woken by close */
 } chan_waiter_t;
 
+/* What the timer and the wakers need besides the wait records. On the selecting task's
+ * stack while it is parked; a stack mover finds it from a record's parklock
+ * (stackmap/shrink.c). */
+typedef struct select_frame {
+    rtimer_t timer;    /* the timeout; queued in a P's heap from pass 2 to pass 3 */
+    rtlock_t parklock; /* the task holds it from pass 2 until its switch; a winner
+                          passes through it before g_ready */
+    g_t *g;            /* the selecting task; constant */
+} select_frame_t;
+
 typedef struct chan_waitq {
     chan_waiter_t *first;         /* oldest waiter (served first); c->lock */
     chan_waiter_t *last;          /* c->lock */

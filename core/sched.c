@@ -925,6 +925,10 @@ void gort_stats(gort_stats_t *out)
         out->preempt_coop += __atomic_load_n(&p->n_preempt_coop, __ATOMIC_RELAXED);
         out->preempt_async += __atomic_load_n(&p->n_preempt_async, __ATOMIC_RELAXED);
     }
+    /* relaxed: statistics (stackmap/relocate.c, shrink.c) */
+    extern _Atomic uint64_t stackmap_n_grows, stackmap_n_shrinks;
+    out->stack_grows = atomic_load_explicit(&stackmap_n_grows, memory_order_relaxed);
+    out->stack_shrinks = atomic_load_explicit(&stackmap_n_shrinks, memory_order_relaxed);
     out->stack_bytes = atomic_load_explicit(&stack_bytes_used, memory_order_relaxed);
     out->stack_pool_bytes = atomic_load_explicit(&stack_bytes_pooled, memory_order_relaxed);
     out->procs = (uint64_t)sched.nprocs;

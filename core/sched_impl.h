@@ -114,6 +114,7 @@ void stackpool_free(p_t *p, void *lo, size_t size);
 void stackpool_flush_p(p_t *p);
 void stackpool_destroy(void);
 size_t stackpool_class_size(size_t size);  /* rounds up to the pooled size */
+size_t stackpool_trim(void);               /* gc cycle: frees large pooled blocks */
 extern _Atomic uint64_t stack_bytes_used;
 extern _Atomic uint64_t stack_bytes_pooled;
 

@@ -51,15 +51,6 @@
 #define SELECT_MAX_CASES 65536u /* case indices fit in uint16_t */
 #define SELECT_INLINE 4u        /* cases whose records and orders fit in the frame */
 
-/* What the timer and the wakers need besides the wait records. On the selecting task's
- * stack while it is parked. */
-typedef struct select_frame {
-    rtimer_t timer;    /* the timeout; queued in a P's heap from pass 2 to pass 3 */
-    rtlock_t parklock; /* the task holds it from pass 2 until its switch; a winner
-                          passes through it before g_ready */
-    g_t *g;            /* the selecting task; constant */
-} select_frame_t;
-
 /* Per-thread PRNG state for poll orders (splitmix64). Touched only inside
  * select_shuffle, which never switches, so a task that resumes on another thread
  * never uses a stale thread's address. */

@@ -23,9 +23,8 @@
  *    has no hook, so the timer could not learn that the channel is gone.
  *
  * Note for stack movers: while a task sleeps, its heap holds a pointer to the rtimer on
- * the task's stack (wait_reason WAIT_SLEEP). Moving such a stack must either skip the
- * task or fix the heap slot under the heap's lock: t->p names the heap (p->timers_lock),
- * p->timers[t->heap_index] is the pointer to relocate.
+ * the task's stack (wait_reason WAIT_SLEEP, g->waiting = the timer). stackmap/shrink.c
+ * fixes the heap slot under the heap's lock (timer_lock_queued, timer_moved_locked).
  */
 #include <sys/syscall.h>
 #include <time.h>
@@ -72,7 +71,9 @@ void gort_sleep(int64_t ns)
         return;
     }
     rtimer_t t = {.when = sleep_deadline(ns), .fn = sleep_fire, .arg = g};
+    g->waiting = &t; /* for a stack mover (stackmap/shrink.c): the heap names t */
     timer_park(&t, WAIT_SLEEP, NULL);
+    g->waiting = NULL;
 }
 
 /* ------------------------------------------------------------- gort_after */

@@ -4,7 +4,8 @@
  * 2 MiB-aligned and that we madvise(MADV_HUGEPAGE): a first touch of a 4 KiB page costs
  * ~19 us on these machines, one huge page serves a thousand 2 KiB stacks. Larger
  * classes are single jemalloc allocations. Freed stacks stay pooled (per-P cache, then
- * the global class lists) until teardown; trimming is the gc cycle's job.
+ * the global class lists) until teardown, except what the gc cycle trims
+ * (stackpool_trim: the large classes beyond a few per class).
  * Locks: stackpool.lock (rank 90) for the global lists and the chunk list; a P's cache
  * is touched by its owner only.
  * Rejected: one mmap per stack with a guard page — one VMA each, and the kernel's map
@@ -189,6 +190,41 @@ void stackpool_flush_p(p_t *p)
             global_give(c, p->stack_cache[c], p->stack_cache_n[c]);
         p->stack_cache_n[c] = 0;
     }
+}
+
+/* The gc cycle's trim (gc/leakcheck.c, after stack_shrink_all): free blocks of the
+ * large classes (above CARVE_MAX_CLASS: single jemalloc allocations, never in a P's
+ * cache) beyond TRIM_KEEP per class go back to jemalloc. Carved blocks stay: they are
+ * slices of 2 MiB chunks shared with live stacks. Returns the bytes released.
+ * Context: sysstack; takes stackpool.lock. */
+#define TRIM_KEEP 2
+size_t stackpool_trim(void)
+{
+    size_t freed = 0;
+    rtlock_acquire(&stackpool_lock);
+    for (unsigned c = CARVE_MAX_CLASS + 1; c < STACK_CLASSES; c++) {
+        size_t bytes = (size_t)STACK_MIN_DEFAULT << c;
+        void **link = &free_lists[c];
+        for (unsigned kept = 0; *link && kept < TRIM_KEEP; kept++)
+            link = (void **)*link;
+        while (*link) {
+            void *b = *link;
+            *link = *(void **)b;
+            for (size_t i = 0; i < nchunks; i++) {
+                if (chunks[i] == b) {
+                    chunks[i] = chunks[--nchunks];
+                    break;
+                }
+            }
+            atomic_fetch_sub_explicit(&rt_mem_bytes, (int64_t)sallocx(b, 0),
+                                      memory_order_relaxed);
+            atomic_fetch_sub_explicit(&stack_bytes_pooled, bytes, memory_order_relaxed);
+            dallocx(b, MALLOCX_TCACHE_NONE);
+            freed += bytes;
+        }
+    }
+    rtlock_release(&stackpool_lock);
+    return freed;
 }
 
 /* Frees every chunk and block; all stacks must be back (teardown, single-threaded). */

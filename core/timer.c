@@ -243,6 +243,39 @@ bool timer_stop(rtimer_t *t)
     }
 }
 
+/* For a stack mover (stackmap/shrink.c): t lives on a parked task's stack. Returns 1
+ * with t's heap lock held when t is queued (then the mover may copy t and call
+ * timer_moved_locked), 0 with no lock when t is idle (never started, or fired and
+ * done), -EBUSY when its callback is running or about to. any context; never switches. */
+int timer_lock_queued(rtimer_t *t, p_t **out)
+{
+    for (;;) {
+        /* acquire: as timer_stop (t->p is valid when the state says queued) */
+        uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
+        if (s == TIMER_IDLE)
+            return 0;
+        if (s == TIMER_RUNNING)
+            return -EBUSY;
+        /* relaxed: ordered by the acquire load above; rechecked under the lock */
+        p_t *p = atomic_load_explicit(&t->p, memory_order_relaxed);
+        if (!p)
+            continue; /* popped between the two loads; state moves on */
+        rtlock_acquire(&p->timers_lock);
+        /* relaxed: the lock orders every change of a queued timer's state and p */
+        if (atomic_load_explicit(&t->p, memory_order_relaxed) == p &&
+            atomic_load_explicit(&t->state, memory_order_relaxed) == s) {
+            *out = p;
+            return 1;
+        }
+        rtlock_release(&p->timers_lock);
+    }
+}
+
+void timer_moved_locked(p_t *p, rtimer_t *t)
+{
+    p->timers[t->heap_index] = t;
+}
+
 int64_t timers_next(p_t *p)
 {
     /* acquire: pairs with heap_publish; a hint only */

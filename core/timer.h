@@ -41,6 +41,14 @@ void timer_park(rtimer_t *t, wait_reason_t why, const void *obj);
 /* The P whose heap timer_start would use from here, or NULL when no runtime runs. */
 p_t *timer_home_p(void);
 
+/* Stack movers (stackmap/shrink.c): a timer embedded in a parked task's stack moves
+ * with it. timer_lock_queued(t, &p): 1 = t is queued on p and p->timers_lock is now
+ * held; 0 = t is idle (no lock); -EBUSY = its callback runs or is about to (no lock).
+ * timer_moved_locked(p, t): t is the copy of the queued timer (same heap_index); the
+ * heap slot now names it. Caller holds p->timers_lock. any context; never switch. */
+int timer_lock_queued(rtimer_t *t, p_t **out);
+void timer_moved_locked(p_t *p, rtimer_t *t);
+
 /* From core/sleep.c, for timers_destroy: frees t if it is a gort_after timer that never
  * fired; false (nothing done) for any other timer. */
 bool after_timer_drop(rtimer_t *t);

@@ -18,6 +18,7 @@
 #include "core/chan.h"
 #include "core/sched_impl.h"
 #include "gc/gc.h"
+#include "stackmap/stackmap.h"
 
 static _Atomic int world_busy; /* the `world` lock (rank 10): 1 while a cycle runs */
 
@@ -122,15 +123,14 @@ static void *cycle_sys(void *arg)
         if (q->out)
             leaks_fill(&set, q->out, q->max);
         q->rc = set.n > INT32_MAX ? INT32_MAX : (int)set.n;
-        /* STACK SHRINK (issue 5): with the world stopped, parked tasks using less than a
-         * quarter of their stack are to be shrunk here with the stack-map work's
-         * primitive (stackmap/shrink.c, not written yet), and the stack pools trimmed.
-         * Not built: see gc/README.md. */
         if (q->mode & MODE_CANCEL) {
             int nc = leaks_cancel(&set);
             if (q->mode & MODE_COUNT_CANCELLED)
                 q->rc = nc;
         }
+        /* Stacks (stackmap/shrink.c): parked tasks using < 1/4 of theirs get half. */
+        stack_shrink_all();
+        stackpool_trim();
     } else {
         q->rc = rc;
     }

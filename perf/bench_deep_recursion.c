@@ -4,6 +4,9 @@
  * the first run grows the stack (copies, relocation, first-touch page faults), the
  * second runs on the grown stack. Results: ns a frame, first and second run, for
  * depth 10,000 and n (default 1,000,000). Go: perf/go/deep.go.
+ * Then the task parks and gc cycles (gort_leaks) shrink its stack, halving it once a
+ * cycle (stackmap/shrink.c): the bytes the parked task still holds after up to 32
+ * cycles (issue 3's goal: <= 4 KiB), and the cycles that took.
  */
 #include "bench_gort.h"
 
@@ -22,6 +25,7 @@ struct dr_req {
     int64_t ns[2];
     uint64_t sum[2];
     gort_wg_t done;
+    gort_chan_t *park; /* the task parks on it after the runs; closed to let it go */
 };
 
 static void dr_task(void *arg)
@@ -35,6 +39,7 @@ static void dr_task(void *arg)
         r->ns[run] = bench_now_ns() - t0;
     }
     gort_wg_done(&r->done);
+    gort_chan_recv(r->park, NULL);
 }
 
 static void dr_main(void *argp)
@@ -45,12 +50,30 @@ static void dr_main(void *argp)
         static struct dr_req r; /* shared with the task: global, never on a stack */
         memset(&r, 0, sizeof r);
         r.depth = depths[i];
+        r.park = gort_chan_make(0, 0);
         gort_wg_add(&r.done, 1);
+        gort_stats_t st0, st1;
+        gort_stats(&st0);
         if (gort_go(dr_task, &r) != 0) {
             bench_fail("gort_go");
             return;
         }
         gort_wg_wait(&r.done);
+        gort_yield(); /* the task parks right after its wg_done */
+        int cycles = 0;
+        int64_t tc = bench_now_ns();
+        for (;;) {
+            gort_stats(&st1);
+            if (st1.stack_bytes <= st0.stack_bytes + 4096 || cycles == 32)
+                break;
+            gort_leaks(NULL, 0);
+            cycles++;
+        }
+        tc = bench_now_ns() - tc;
+        gort_chan_close(r.park);
+        while (gort_ntasks() > 1)
+            gort_yield();
+        gort_chan_free(r.park);
         if (r.sum[0] != r.sum[1])
             bench_fail("checksum differs between runs");
         char extra[64];
@@ -59,6 +82,10 @@ static void dr_main(void *argp)
                      (double)r.ns[0] / (double)r.depth, extra);
         bench_record(i ? "deep_1e6_second" : "deep_1e4_second", "ns_per_frame",
                      (double)r.ns[1] / (double)r.depth, extra);
+        snprintf(extra, sizeof extra, "depth=%llu cycles=%d ms=%.1f", (unsigned long long)r.depth,
+                 cycles, (double)tc / 1e6);
+        bench_record(i ? "deep_1e6_parked_shrunk_stack" : "deep_1e4_parked_shrunk_stack",
+                     "bytes", (double)(st1.stack_bytes - st0.stack_bytes), extra);
     }
 }
 

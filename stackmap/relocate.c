@@ -287,6 +287,16 @@ void stack_move_sys(stack_move_t *mv)
                     reloc_word_precise(&r, (uintptr_t)&mv->regs[i]);
             reloc_mark(&r, (uintptr_t)&mv->regs[RB_RFLAGS]);
             reloc_mark(&r, (uintptr_t)&mv->regs[RB_RET]);
+        } else {
+            /* the saved context of a parked task, as the register block above: rbp is
+             * the chain, the callee-saved registers are layer 2 */
+            for (int i = 0; i <= CTX_RET; i++) {
+                uintptr_t a = mv->sp + (uintptr_t)i * 8;
+                if (i == CTX_RBP || (i >= 2 && i < CTX_RET && !stackmap_cfg.precise_only))
+                    reloc_word_precise(&r, a);
+                else
+                    reloc_mark(&r, a);
+            }
         }
         reloc_walk(&r, fp, pc, stress);
         if (r.named && !stackmap_cfg.precise_only)

@@ -77,6 +77,14 @@ void guard_install(void);
  * fatal paths (dladdr). */
 void stack_backtrace_print(uintptr_t rbp, uintptr_t pc, uintptr_t lo, uintptr_t hi);
 
+/* shrink.c — the gc cycle's primitive. stack_shrink_parked: a parked task using less
+ * than a quarter of its stack moves to a block half the size, never below the default
+ * stack (1 = moved, 0 = not needed, -EBUSY = not parked, a wake-up under way, or a wait
+ * whose pointers cannot be found; -ENOMEM). stack_shrink_all: every such task; returns
+ * how many moved. Context: sysstack, world stopped (shrink.c, file head). */
+int stack_shrink_parked(g_t *g);
+size_t stack_shrink_all(void);
+
 /* Counters for gort_stats (relaxed: statistics). */
 extern _Atomic uint64_t stackmap_n_grows;
 extern _Atomic uint64_t stackmap_n_shrinks;
