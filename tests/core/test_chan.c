@@ -6,6 +6,7 @@
 /* Not in the TSan set yet: under TSan this suite crashes after ~2 minutes (chan:
  * SIGSEGV/SIGBUS; select: a task's malloc of a garbage size), not diagnosed -- an open
  * defect, see the issue note. Normal and ASan builds run it. */
+/* ctest-tsan */
 /* ctest-timeout: 120 */
 #include <pthread.h>
 #include <stdint.h>
