@@ -156,7 +156,16 @@ static void preempt_handle(m_t *m, preempt_m_t *st, bool kicked, ucontext_t *uc)
     uintptr_t sp = (uintptr_t)gr[REG_RSP];
     uint64_t mask;
     memcpy(&mask, &uc->uc_sigmask, sizeof mask);
-    bool safe = sched.preempt_mode == GORT_PREEMPT_ASYNC && m->locks == 0 &&
+    /* The context is the live one only if the kernel just put it on this stack, right
+     * above our frame (the signal stack). TSan defers an asynchronous signal: it keeps a
+     * copy of the context in its own memory and calls us later, at the end of some
+     * interceptor, on whatever stack the task (its fiber) is on then, possibly on
+     * another M. Rewriting that copy would store the old PC at the old sp-136, inside
+     * frames that live there now, and change nothing else (the chan/select crashes
+     * under TSan); such a signal only asks for a cooperative stop. */
+    uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+    bool live = (uintptr_t)uc - here < ALTSTACK_MIN;
+    bool safe = live && sched.preempt_mode == GORT_PREEMPT_ASYNC && m->locks == 0 &&
                 !m->on_sysstack && g->nopreempt == 0 && g->lock_thread == 0 &&
                 sp <= g->stack_hi && sp >= g->stack_lo + STACK_SLACK / 4 + ASYNC_STACK_NEED &&
                 mask == st->mask0 && safepc_is_safe(pc);

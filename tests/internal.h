@@ -13,6 +13,16 @@
 /* Stack size for test tasks that call ck_assert (its failure path formats text). */
 #define TEST_STACK (64 * 1024)
 
+/* Iteration count of a stress loop: `normal` in the normal and ASan builds, `tsan` under
+ * TSan, where instrumented code and its happens-before bookkeeping run the loops 10-50x
+ * slower (the suite must finish within CI's time on 2 cores). Only for how long a
+ * randomised loop runs, never for what it checks. */
+#if defined(GORT_TSAN)
+#define TEST_ITERS(normal, tsan) (tsan)
+#else
+#define TEST_ITERS(normal, tsan) (normal)
+#endif
+
 /* Runs fn(arg) as the main task of a fresh runtime with cfg (NULL: defaults, procs from
  * GORT_PROCS or `procs` when > 0) and asserts gort_run returned `want`. Afterwards it
  * asserts that every byte of runtime memory and stack went back (rt_mem_live() == 0). */

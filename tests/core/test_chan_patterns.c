@@ -4,6 +4,9 @@
  * select (plain and select sends/receives, timeouts, try_ variants) on 1 and 2 Ps that
  * checks nothing is lost or duplicated and each sender's values leave each channel in
  * order. */
+/* Not in the TSan set: there fan_in died with "ThreadSanitizer: Thread limit (8128
+ * threads) exceeded" after ~11 minutes (both twins; one fiber per task record, so the
+ * records alive at once passed 8128 somewhere in the run): not diagnosed yet. */
 /* ctest-timeout: 300 */
 #include <stdint.h>
 

@@ -1,6 +1,7 @@
 /* tests/core/test_cond.c — gort_cond_t: signals are not banked, signal wakes in FIFO
  * order, broadcast wakes exactly the tasks already waiting, wait returns with the mutex
  * held, misuse, and a randomised bounded-buffer stress on 1 and 2 Ps. */
+/* ctest-tsan */
 /* ctest-timeout: 120 */
 #include <stdlib.h>
 

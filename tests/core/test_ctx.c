@@ -1,6 +1,7 @@
 /* tests/core/test_ctx.c — cancellation contexts: propagation, timeouts, done channels
  * in select, double cancel, free of a parent, and a randomised concurrent stress.
  */
+/* ctest-tsan */
 /* ctest-timeout: 120 */
 #include <stdatomic.h>
 

@@ -1,6 +1,7 @@
 /* tests/core/test_once.c — gort_once_t: fn runs exactly once, concurrent callers park
  * until it finished and then see its effects, works outside a runtime, misuse, and a
  * randomised stress on 1 and 2 Ps. */
+/* ctest-tsan */
 /* ctest-timeout: 120 */
 #include <stdlib.h>
 

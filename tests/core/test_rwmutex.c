@@ -1,6 +1,7 @@
 /* tests/core/test_rwmutex.c — gort_rwmutex_t: zero value, shared readers, a waiting
  * writer stops new readers, a writer's unlock lets the waiting readers in first,
  * misuse, and a randomised readers/writers stress on 1 and 2 Ps. */
+/* ctest-tsan */
 /* ctest-timeout: 120 */
 #include <stdlib.h>
 

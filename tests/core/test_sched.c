@@ -1,7 +1,6 @@
 /* tests/core/test_sched.c — tasks and the scheduler: spawn, yield, exit, ids, args
  * copies, errno, pinning, system calls, cooperative preemption, fatal reports. */
-/* Out of the TSan set for now: its last TSan run did not finish in 200 s after the
- * thread-count fix below (an earlier run passed in 53 s): unverified, see the note. */
+/* ctest-tsan */
 /* ctest-timeout: 240 */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -44,7 +43,7 @@ START_TEST(spawn_many_all_run)
 {
     for (int procs = 1; procs <= 2; procs++) {
         atomic_store(&counter, 0);
-        test_run(spawn_many_main, (void *)(intptr_t)20000, procs, 0);
+        test_run(spawn_many_main, (void *)(intptr_t)TEST_ITERS(20000, 4000), procs, 0);
     }
 }
 END_TEST
@@ -224,7 +223,7 @@ static void main_returns_early(void *arg)
 START_TEST(main_return_discards_tasks)
 {
     for (int procs = 1; procs <= 2; procs++)
-        for (int round = 0; round < 20; round++)
+        for (int round = 0; round < TEST_ITERS(20, 5); round++)
             test_run(main_returns_early, NULL, procs, 0);
 }
 END_TEST
@@ -426,7 +425,7 @@ static void random_main(void *arg)
 START_TEST(randomised_spawn_yield)
 {
     uint64_t seed = test_seed("randomised_spawn_yield", 0x5eed0001);
-    for (int iter = 0; iter < 20; iter++) {
+    for (int iter = 0; iter < TEST_ITERS(20, 6); iter++) {
         uint64_t s = seed + (uint64_t)iter;
         test_run(random_main, &s, 1 + iter % 2, 0);
     }

@@ -1,6 +1,7 @@
 /* tests/core/test_wg.c — gort_wg_t: zero value, -ERANGE changes nothing, wait blocks
  * until the count is 0 (several waiters, adds while waiting), reuse, misuse, and a
  * randomised stress on 1 and 2 Ps. */
+/* ctest-tsan */
 /* ctest-timeout: 120 */
 #include <stdlib.h>
 
