@@ -226,7 +226,7 @@ enum { DEFER_NONE = 0, DEFER_UNLOCK, DEFER_READY, DEFER_READY_GLOBAL, DEFER_FREE
  * with asm volatile, which the compiler can neither cache across a switch nor hoist (a
  * task may resume on another thread): never keep the result across a call that may
  * switch. rt_tls_m_off is the fixed offset of the M slot in the static TLS block. */
-extern ptrdiff_t rt_tls_m_off;
+extern RT_HIDDEN ptrdiff_t rt_tls_m_off; /* hidden: one load, not GOT + load */
 static inline m_t *m_self(void)
 {
     return *(m_t **)(arch_thread_pointer() + rt_tls_m_off);
@@ -240,7 +240,7 @@ static inline g_t *g_self(void)
 }
 /* This thread's errno, found the same way (glibc declares __errno_location const, so a
  * plain `errno` after a switch may name the previous thread's). */
-extern ptrdiff_t rt_tls_errno_off;
+extern RT_HIDDEN ptrdiff_t rt_tls_errno_off;
 static inline int *errno_ptr(void) { return (int *)(arch_thread_pointer() + rt_tls_errno_off); }
 
 /* Parks the calling task (task context): records reason/obj/since, sets G_WAITING,
