@@ -231,6 +231,32 @@ static inline m_t *m_self(void)
 {
     return *(m_t **)(arch_thread_pointer() + rt_tls_m_off);
 }
+/* The rtlock fast paths (core/rtlock.h; the slow halves live in rtlock.c). m->locks
+ * counts first, so the preemption handler never sees a held lock with locks == 0. */
+static inline void rtlock_acquire(rtlock_t *l)
+{
+    m_t *m = m_self();
+    if (m)
+        m->locks++;
+    uint32_t s = 0;
+    /* acquire: the critical section's loads happen after the previous holder's
+     * release store */
+    if (unlikely(!atomic_compare_exchange_strong_explicit(&l->state, &s, 1,
+                                                          memory_order_acquire,
+                                                          memory_order_relaxed)))
+        rtlock_acquire_slow(l);
+}
+
+static inline void rtlock_release(rtlock_t *l)
+{
+    /* release: publishes the critical section to the next acquirer */
+    if (unlikely(atomic_exchange_explicit(&l->state, 0, memory_order_release) == 2))
+        rtlock_wake(l);
+    m_t *m = m_self();
+    if (m)
+        m->locks--;
+}
+
 /* The running task, or NULL on a system stack (g0, or inside a sysstack_call, where
  * nothing may park) and outside gort. m->curg stays set during a sysstack_call. */
 static inline g_t *g_self(void)
