@@ -566,6 +566,28 @@ static void sched_stop(int result)
     rtlock_release(&sched.lock);
 }
 
+/* Puts m (no P) on the idle list and sleeps until it is woken, with or without a P
+ * (m->p says which). False when the runtime stops: it was stopping already, or
+ * deadlock_check found every task blocked with nothing left to wake one (then this
+ * stops it with -EDEADLK). Context: g0, no lock held. */
+static bool m_idle_sleep(m_t *m, bool deadlock_check)
+{
+    rtlock_acquire(&sched.lock);
+    if (atomic_load_explicit(&sched.stopping, memory_order_relaxed)) {
+        rtlock_release(&sched.lock);
+        return false;
+    }
+    if (deadlock_check && deadlock_check_locked()) {
+        sched.deadlock = true;
+        sched_stop_locked(-EDEADLK);
+        rtlock_release(&sched.lock);
+        return false;
+    }
+    m_idle_push_locked(m);
+    rtlock_release(&sched.lock);
+    return m_sleep_for_p(m);
+}
+
 /* Blocks until there is a task to run on m (which then holds a P), or returns NULL
  * when the runtime stops. Context: g0. */
 static g_t *findrunnable(m_t *m)
@@ -655,7 +677,6 @@ top:
 
     /* Sleep: in the poller if there is I/O or a timer to wait for, else on the futex. */
     int64_t deadline = timers_earliest();
-    bool dead = false;
     if ((netpoll_waiters() > 0 || deadline != INT64_MAX)) {
         bool expect = false;
         if (atomic_compare_exchange_strong_explicit(&sched.netpoll_inuse, &expect, true,
@@ -676,22 +697,7 @@ top:
                 goto top;
         }
     }
-    rtlock_acquire(&sched.lock);
-    if (atomic_load_explicit(&sched.stopping, memory_order_relaxed)) {
-        rtlock_release(&sched.lock);
-        return NULL;
-    }
-    if (deadlock_check_locked()) {
-        sched.deadlock = true;
-        sched_stop_locked(-EDEADLK);
-        dead = true;
-    } else {
-        m_idle_push_locked(m);
-    }
-    rtlock_release(&sched.lock);
-    if (dead)
-        return NULL;
-    if (!m_sleep_for_p(m))
+    if (!m_idle_sleep(m, true))
         return NULL;
     if (m->p)
         goto top;
@@ -700,14 +706,7 @@ idle:
     for (;;) {
         if (m_acquire_idle_p(m))
             goto top;
-        rtlock_acquire(&sched.lock);
-        if (atomic_load_explicit(&sched.stopping, memory_order_relaxed)) {
-            rtlock_release(&sched.lock);
-            return NULL;
-        }
-        m_idle_push_locked(m);
-        rtlock_release(&sched.lock);
-        if (!m_sleep_for_p(m))
+        if (!m_idle_sleep(m, false))
             return NULL;
         if (m->p)
             goto top;
