@@ -114,9 +114,9 @@ struct g {
 
     /* What a parked task waits on: written by the task itself before parking, under
      * the lock it hands to g_park; read by dumps and the leak detector. */
-    wait_reason_t wait_reason;
     const void *wait_obj;
     int64_t wait_since;   /* gort_now() at park */
+    wait_reason_t wait_reason;
 
     /* Channel/select/sync hand-off (owned by chan.c, select.c, sync.c):
      * wait_param — what the waker hands over (e.g. the waiter that fired);
@@ -124,21 +124,27 @@ struct g {
      * one case (or the timeout) wins;
      * waiting — the list of this task's wait records (for a stack mover: they live on
      * the task's stack while it is parked). */
-    void *wait_param;
     _Atomic uint32_t select_done;
+    void *wait_param;
     void *waiting;
 
+    /* (Fields ordered so that no padding is left: 192 bytes, a jemalloc size class,
+     * in normal builds; every byte of the record is resident per live task.) */
     uint32_t lock_thread; /* gort_lock_thread depth; only the task itself */
-    m_t *locked_m;        /* M it is pinned to while lock_thread > 0 */
     uint32_t nopreempt;   /* gort_nopreempt depth; only the task itself */
-    bool preempt;         /* the scheduler asked it to yield at the next check */
+    m_t *locked_m;        /* M it is pinned to while lock_thread > 0 */
     size_t stack_min;     /* requested initial stack (opts) */
     uint64_t allg_index;  /* slot in the allg array; allg.lock */
-    void *tsan_fiber;     /* TSan builds only */
-    void *asan_fake_stack;/* ASan builds only */
     void *xsave;          /* vector state of a preempted task; allocated on first need */
     uint32_t gc_flags;    /* GC_* (gc/gc.h): set by the gc with the world stopped before
                            * g_ready; read and cleared by the task itself when it resumes */
+    bool preempt;         /* the scheduler asked it to yield at the next check */
+#if defined(GORT_TSAN)
+    void *tsan_fiber;     /* the task's TSan fiber; its M at create/switch/destroy */
+#endif
+#if defined(GORT_ASAN)
+    void *asan_fake_stack;/* ASan's fake-stack handle across switches; its M */
+#endif
 };
 
 /* ------------------------------------------------------------------ P */
