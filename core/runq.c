@@ -18,9 +18,21 @@
 
 enum { RUNNEXT_GRACE_NS = 3000 };
 
+/* Owner only; never switches. */
+bool runq_put(p_t *p, g_t *g)
+{
+    uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
+    uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed); /* own */
+    if (t - h >= RUNQ_SIZE)
+        return false;
+    atomic_store_explicit(&p->runq[t % RUNQ_SIZE], g, memory_order_relaxed);
+    atomic_store_explicit(&p->runq_tail, t + 1, memory_order_release); /* publishes slot t */
+    return true;
+}
+
 /* Moves half of p's full queue to the global runq in one batch (owner only;
  * sysstack: the batch buffer is 1 KiB). */
-void *runq_spill(void *arg)
+static void *runq_spill(void *arg)
 {
     p_t *p = arg;
     g_t *batch[RUNQ_SIZE / 2];
@@ -42,6 +54,43 @@ void *runq_spill(void *arg)
         rtlock_release(&sched.lock);
         return NULL;
     }
+}
+
+/* Owner only. On a full queue half of it goes to the global runq in one batch, so a
+ * producer that outruns its consumers does not take the global lock per task. */
+void runq_put_or_global(p_t *p, g_t *g)
+{
+    while (!runq_put(p, g))
+        sysstack_call(runq_spill, p);
+}
+
+/* Owner only. runnext first: it inherits the rest of the current time slice. */
+g_t *runq_get(p_t *p)
+{
+    g_t *next = atomic_load_explicit(&p->runnext, memory_order_relaxed);
+    /* acquire: pairs with the release exchange that put it there (maybe on another M) */
+    if (next && atomic_compare_exchange_strong_explicit(&p->runnext, &next, NULL,
+                                                        memory_order_acquire,
+                                                        memory_order_relaxed))
+        return next;
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
+        uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed); /* own */
+        if (t == h)
+            return NULL;
+        g_t *g = atomic_load_explicit(&p->runq[h % RUNQ_SIZE], memory_order_relaxed);
+        /* acq_rel: consumes slot h against thieves racing for it */
+        if (atomic_compare_exchange_weak_explicit(&p->runq_head, &h, h + 1,
+                                                  memory_order_acq_rel, memory_order_relaxed))
+            return g;
+    }
+}
+
+bool runq_empty(p_t *p)
+{
+    uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
+    uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_acquire);
+    return h == t && atomic_load_explicit(&p->runnext, memory_order_acquire) == NULL;
 }
 
 /* Grabs half of victim's queue (or its runnext when the queue is empty and

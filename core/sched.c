@@ -315,7 +315,7 @@ static g_t *sched_next_fast(m_t *m)
                                                        memory_order_acquire,
                                                        memory_order_relaxed)) {
         p_tick(p);
-        g = runq_get_ring(p);
+        g = runq_get(p);
     }
     if (g && unlikely(g->locked_m && g->locked_m != m)) {
         m->nextg = g; /* g0 hands it to its M */

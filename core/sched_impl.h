@@ -76,66 +76,13 @@ typedef struct rt_debug {
 extern RT_HIDDEN rt_debug_t rt_debug;
 void debug_parse(const char *env);
 
-/* runq.c — owner-P operations and stealing. The owner's put/get/empty are inline here
- * (a yield is two of them: the calls were a tenth of its instructions). */
-void *runq_spill(void *p);               /* owner; sysstack: half of a full ring to global */
+/* runq.c — owner-P operations and stealing. */
+bool runq_put(p_t *p, g_t *g);           /* owner only; false if full (caller goes global) */
+void runq_put_or_global(p_t *p, g_t *g); /* owner only; half to global on overflow */
+g_t *runq_get(p_t *p);                   /* owner only; runnext first */
+bool runq_empty(p_t *p);
 uint32_t runq_steal(p_t *p, p_t *victim, bool steal_runnext); /* owner of p; into p's runq */
 g_t *runq_pop_stolen(p_t *p);
-
-/* Owner only; never switches. False if the ring is full. */
-static inline bool runq_put(p_t *p, g_t *g)
-{
-    uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
-    uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed); /* own */
-    if (unlikely(t - h >= RUNQ_SIZE))
-        return false;
-    atomic_store_explicit(&p->runq[t % RUNQ_SIZE], g, memory_order_relaxed);
-    atomic_store_explicit(&p->runq_tail, t + 1, memory_order_release); /* publishes slot t */
-    return true;
-}
-
-/* Owner only. On a full queue half of it goes to the global runq in one batch, so a
- * producer that outruns its consumers does not take the global lock per task. */
-static inline void runq_put_or_global(p_t *p, g_t *g)
-{
-    while (unlikely(!runq_put(p, g)))
-        sysstack_call(runq_spill, p);
-}
-
-/* Owner only: the ring's oldest task, or NULL (runnext not looked at). */
-static inline g_t *runq_get_ring(p_t *p)
-{
-    for (;;) {
-        uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
-        uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed); /* own */
-        if (t == h)
-            return NULL;
-        g_t *g = atomic_load_explicit(&p->runq[h % RUNQ_SIZE], memory_order_relaxed);
-        /* acq_rel: consumes slot h against thieves racing for it */
-        if (atomic_compare_exchange_weak_explicit(&p->runq_head, &h, h + 1,
-                                                  memory_order_acq_rel, memory_order_relaxed))
-            return g;
-    }
-}
-
-/* Owner only. runnext first: it inherits the rest of the current time slice. */
-static inline g_t *runq_get(p_t *p)
-{
-    g_t *next = atomic_load_explicit(&p->runnext, memory_order_relaxed);
-    /* acquire: pairs with the release exchange that put it there (maybe on another M) */
-    if (next && atomic_compare_exchange_strong_explicit(&p->runnext, &next, NULL,
-                                                        memory_order_acquire,
-                                                        memory_order_relaxed))
-        return next;
-    return runq_get_ring(p);
-}
-
-static inline bool runq_empty(p_t *p)
-{
-    uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
-    uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_acquire);
-    return h == t && atomic_load_explicit(&p->runnext, memory_order_acquire) == NULL;
-}
 
 /* sched.c */
 void globrunq_put_locked(g_t *g);
