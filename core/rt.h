@@ -114,9 +114,9 @@ struct g {
 
     /* What a parked task waits on: written by the task itself before parking, under
      * the lock it hands to g_park; read by dumps and the leak detector. */
-    wait_reason_t wait_reason;
     const void *wait_obj;
     int64_t wait_since;   /* gort_now() at park */
+    wait_reason_t wait_reason;
 
     /* Channel/select/sync hand-off (owned by chan.c, select.c, sync.c):
      * wait_param — what the waker hands over (e.g. the waiter that fired);
@@ -124,21 +124,27 @@ struct g {
      * one case (or the timeout) wins;
      * waiting — the list of this task's wait records (for a stack mover: they live on
      * the task's stack while it is parked). */
-    void *wait_param;
     _Atomic uint32_t select_done;
+    void *wait_param;
     void *waiting;
 
+    /* (Fields ordered so that no padding is left: 192 bytes, a jemalloc size class,
+     * in normal builds; every byte of the record is resident per live task.) */
     uint32_t lock_thread; /* gort_lock_thread depth; only the task itself */
-    m_t *locked_m;        /* M it is pinned to while lock_thread > 0 */
     uint32_t nopreempt;   /* gort_nopreempt depth; only the task itself */
-    bool preempt;         /* the scheduler asked it to yield at the next check */
+    m_t *locked_m;        /* M it is pinned to while lock_thread > 0 */
     size_t stack_min;     /* requested initial stack (opts) */
     uint64_t allg_index;  /* slot in the allg array; allg.lock */
-    void *tsan_fiber;     /* TSan builds only */
-    void *asan_fake_stack;/* ASan builds only */
     void *xsave;          /* vector state of a preempted task; allocated on first need */
     uint32_t gc_flags;    /* GC_* (gc/gc.h): set by the gc with the world stopped before
                            * g_ready; read and cleared by the task itself when it resumes */
+    bool preempt;         /* the scheduler asked it to yield at the next check */
+#if defined(GORT_TSAN)
+    void *tsan_fiber;     /* the task's TSan fiber; its M at create/switch/destroy */
+#endif
+#if defined(GORT_ASAN)
+    void *asan_fake_stack;/* ASan's fake-stack handle across switches; its M */
+#endif
 };
 
 /* ------------------------------------------------------------------ P */
@@ -226,11 +232,37 @@ enum { DEFER_NONE = 0, DEFER_UNLOCK, DEFER_READY, DEFER_READY_GLOBAL, DEFER_FREE
  * with asm volatile, which the compiler can neither cache across a switch nor hoist (a
  * task may resume on another thread): never keep the result across a call that may
  * switch. rt_tls_m_off is the fixed offset of the M slot in the static TLS block. */
-extern ptrdiff_t rt_tls_m_off;
+extern RT_HIDDEN ptrdiff_t rt_tls_m_off; /* hidden: one load, not GOT + load */
 static inline m_t *m_self(void)
 {
     return *(m_t **)(arch_thread_pointer() + rt_tls_m_off);
 }
+/* The rtlock fast paths (core/rtlock.h; the slow halves live in rtlock.c). m->locks
+ * counts first, so the preemption handler never sees a held lock with locks == 0. */
+static inline void rtlock_acquire(rtlock_t *l)
+{
+    m_t *m = m_self();
+    if (m)
+        m->locks++;
+    uint32_t s = 0;
+    /* acquire: the critical section's loads happen after the previous holder's
+     * release store */
+    if (unlikely(!atomic_compare_exchange_strong_explicit(&l->state, &s, 1,
+                                                          memory_order_acquire,
+                                                          memory_order_relaxed)))
+        rtlock_acquire_slow(l);
+}
+
+static inline void rtlock_release(rtlock_t *l)
+{
+    /* release: publishes the critical section to the next acquirer */
+    if (unlikely(atomic_exchange_explicit(&l->state, 0, memory_order_release) == 2))
+        rtlock_wake(l);
+    m_t *m = m_self();
+    if (m)
+        m->locks--;
+}
+
 /* The running task, or NULL on a system stack (g0, or inside a sysstack_call, where
  * nothing may park) and outside gort. m->curg stays set during a sysstack_call. */
 static inline g_t *g_self(void)
@@ -240,7 +272,7 @@ static inline g_t *g_self(void)
 }
 /* This thread's errno, found the same way (glibc declares __errno_location const, so a
  * plain `errno` after a switch may name the previous thread's). */
-extern ptrdiff_t rt_tls_errno_off;
+extern RT_HIDDEN ptrdiff_t rt_tls_errno_off;
 static inline int *errno_ptr(void) { return (int *)(arch_thread_pointer() + rt_tls_errno_off); }
 
 /* Parks the calling task (task context): records reason/obj/since, sets G_WAITING,

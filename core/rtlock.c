@@ -26,7 +26,7 @@ static void futex_wake_one(_Atomic uint32_t *addr)
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-static RT_COLD void rtlock_acquire_slow(rtlock_t *l)
+RT_COLD void rtlock_acquire_slow(rtlock_t *l)
 {
     for (int i = 0; i < RTLOCK_SPINS; i++) {
         uint32_t s = atomic_load_explicit(&l->state, memory_order_relaxed);
@@ -42,21 +42,6 @@ static RT_COLD void rtlock_acquire_slow(rtlock_t *l)
         futex_wait_u32(&l->state, 2);
 }
 
-void rtlock_acquire(rtlock_t *l)
-{
-    m_t *m = m_self();
-    if (m)
-        m->locks++;
-    uint32_t s = 0;
-    /* acquire: the critical section's loads happen after the previous holder's
-     * release store */
-    if (likely(atomic_compare_exchange_strong_explicit(&l->state, &s, 1,
-                                                       memory_order_acquire,
-                                                       memory_order_relaxed)))
-        return;
-    rtlock_acquire_slow(l);
-}
-
 int rtlock_try_acquire(rtlock_t *l)
 {
     uint32_t s = 0;
@@ -69,12 +54,4 @@ int rtlock_try_acquire(rtlock_t *l)
     return 1;
 }
 
-void rtlock_release(rtlock_t *l)
-{
-    /* release: publishes the critical section to the next acquirer */
-    if (unlikely(atomic_exchange_explicit(&l->state, 0, memory_order_release) == 2))
-        futex_wake_one(&l->state);
-    m_t *m = m_self();
-    if (m)
-        m->locks--;
-}
+RT_COLD void rtlock_wake(rtlock_t *l) { futex_wake_one(&l->state); }

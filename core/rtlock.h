@@ -20,8 +20,10 @@ typedef struct rtlock {
 
 #define RTLOCK_INIT {0}
 
-void rtlock_acquire(rtlock_t *l);
-void rtlock_release(rtlock_t *l);
+/* rtlock_acquire and rtlock_release are inline in rt.h (they count m->locks): a call
+ * and a return each were a tenth of a channel handoff. Their slow halves: */
+void rtlock_acquire_slow(rtlock_t *l); /* contended: spin, then sleep */
+void rtlock_wake(rtlock_t *l);         /* released from state 2: wake one sleeper */
 int rtlock_try_acquire(rtlock_t *l); /* 1 acquired, 0 not */
 
 #endif

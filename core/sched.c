@@ -345,13 +345,22 @@ void g_park(rtlock_t *unlock, wait_reason_t why, const void *obj)
 
 void g_ready(g_t *g)
 {
-    int st = G_WAITING;
     /* relaxed: the waker holds the lock the task parked with (or saw it otherwise after
-     * the park's switch); the status only guards against double wake-ups */
-    if (unlikely(!atomic_compare_exchange_strong_explicit(&g->status, &st, G_RUNNABLE,
-                                                          memory_order_relaxed,
-                                                          memory_order_relaxed)))
-        gort_throw("g_ready: task is not waiting");
+     * the park's switch); the status only guards against double wake-ups. Every waker
+     * won the task under a lock or a CAS of its own (a dequeue, select_done, the
+     * timer's), so a plain load and store catch a sequential double wake-up; checked
+     * builds pay a CAS (a lock xchg, ~20 cycles) to catch a concurrent one too. */
+    if (GORT_DEBUG_BUILD) {
+        int st = G_WAITING;
+        if (unlikely(!atomic_compare_exchange_strong_explicit(&g->status, &st, G_RUNNABLE,
+                                                              memory_order_relaxed,
+                                                              memory_order_relaxed)))
+            gort_throw("g_ready: task is not waiting");
+    } else {
+        if (unlikely(atomic_load_explicit(&g->status, memory_order_relaxed) != G_WAITING))
+            gort_throw("g_ready: task is not waiting");
+        atomic_store_explicit(&g->status, G_RUNNABLE, memory_order_relaxed);
+    }
     m_t *m = m_self();
     if (m && m->p && !rt_debug.migrate) {
         /* runnext, as Go's ready() does, also from the scheduler's own stack: a task
@@ -557,6 +566,28 @@ static void sched_stop(int result)
     rtlock_release(&sched.lock);
 }
 
+/* Puts m (no P) on the idle list and sleeps until it is woken, with or without a P
+ * (m->p says which). False when the runtime stops: it was stopping already, or
+ * deadlock_check found every task blocked with nothing left to wake one (then this
+ * stops it with -EDEADLK). Context: g0, no lock held. */
+static bool m_idle_sleep(m_t *m, bool deadlock_check)
+{
+    rtlock_acquire(&sched.lock);
+    if (atomic_load_explicit(&sched.stopping, memory_order_relaxed)) {
+        rtlock_release(&sched.lock);
+        return false;
+    }
+    if (deadlock_check && deadlock_check_locked()) {
+        sched.deadlock = true;
+        sched_stop_locked(-EDEADLK);
+        rtlock_release(&sched.lock);
+        return false;
+    }
+    m_idle_push_locked(m);
+    rtlock_release(&sched.lock);
+    return m_sleep_for_p(m);
+}
+
 /* Blocks until there is a task to run on m (which then holds a P), or returns NULL
  * when the runtime stops. Context: g0. */
 static g_t *findrunnable(m_t *m)
@@ -646,7 +677,6 @@ top:
 
     /* Sleep: in the poller if there is I/O or a timer to wait for, else on the futex. */
     int64_t deadline = timers_earliest();
-    bool dead = false;
     if ((netpoll_waiters() > 0 || deadline != INT64_MAX)) {
         bool expect = false;
         if (atomic_compare_exchange_strong_explicit(&sched.netpoll_inuse, &expect, true,
@@ -667,22 +697,7 @@ top:
                 goto top;
         }
     }
-    rtlock_acquire(&sched.lock);
-    if (atomic_load_explicit(&sched.stopping, memory_order_relaxed)) {
-        rtlock_release(&sched.lock);
-        return NULL;
-    }
-    if (deadlock_check_locked()) {
-        sched.deadlock = true;
-        sched_stop_locked(-EDEADLK);
-        dead = true;
-    } else {
-        m_idle_push_locked(m);
-    }
-    rtlock_release(&sched.lock);
-    if (dead)
-        return NULL;
-    if (!m_sleep_for_p(m))
+    if (!m_idle_sleep(m, true))
         return NULL;
     if (m->p)
         goto top;
@@ -691,14 +706,7 @@ idle:
     for (;;) {
         if (m_acquire_idle_p(m))
             goto top;
-        rtlock_acquire(&sched.lock);
-        if (atomic_load_explicit(&sched.stopping, memory_order_relaxed)) {
-            rtlock_release(&sched.lock);
-            return NULL;
-        }
-        m_idle_push_locked(m);
-        rtlock_release(&sched.lock);
-        if (!m_sleep_for_p(m))
+        if (!m_idle_sleep(m, false))
             return NULL;
         if (m->p)
             goto top;

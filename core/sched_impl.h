@@ -62,7 +62,7 @@ typedef struct sched {
     int64_t start_time;
 } sched_t;
 
-extern sched_t sched;
+extern RT_HIDDEN sched_t sched;
 
 /* Debug knobs (GORT_DEBUG=name=value,...), parsed once at gort_run. */
 typedef struct rt_debug {
@@ -73,7 +73,7 @@ typedef struct rt_debug {
     int quit_dump;   /* SIGQUIT prints the dump (default 1) */
     int leakcheck;   /* at gort_run's end: 0 off, 1 report, 2 exit (fail), 3 cancel */
 } rt_debug_t;
-extern rt_debug_t rt_debug;
+extern RT_HIDDEN rt_debug_t rt_debug;
 void debug_parse(const char *env);
 
 /* runq.c — owner-P operations and stealing. */

@@ -25,7 +25,7 @@ void heap_obj_del(void *p);
 
 /* Stop-the-world safe points. stw_requested is read by the scheduler on its slow paths
  * (relaxed is enough there: the stopper re-checks under sched.lock and waits). */
-extern _Atomic int stw_requested;
+extern RT_HIDDEN _Atomic int stw_requested;
 /* An M holding a P, on g0, no lock held, no task: parks until the world restarts. */
 void stw_park_m(m_t *m);
 /* A task leaving a system call while the world is stopped waits here (no lock held,

@@ -7,7 +7,8 @@ them side by side, and print one table of medians, ratios and goals.
 Environment: PERF_RUNS (default 5), PERF_MS (time budget of a time-bounded
 measurement, default 250), PERF_IDLE_N (tasks in the idle-spawn benchmark, default
 200000; the issue's headline is 1000000, which takes minutes on a slow VM),
-PERF_TIMEOUT (seconds per process, default 120), PERF_BUILD_DIR (default
+PERF_PREEMPT_N (1 ms sleeps per spinner count in preempt_latency, default 200, at most
+500), PERF_TIMEOUT (seconds per process, default 120), PERF_BUILD_DIR (default
 <repo>/build-perf), PERF_JOBS (build parallelism, default 2).
 
 Each run of each benchmark is a fresh process; within one repetition the gort, Go and
@@ -36,6 +37,7 @@ BENCHES = [
     ("mutex", [2], True),
     ("select_fanin", [1, 2], False),
     ("cpu_hash", [1, 2], True),
+    ("preempt_latency", [1], False),  # issue 4; GOMAXPROCS=1 vs 1 P; ~10 s a run
 ]
 
 # Table rows: (result name, procs, metric, unit, label)
@@ -55,6 +57,12 @@ ROWS = [
     ("cpu_hash", 1, "ns_per_op", "ns/step", "CPU-bound hash chains, 64 tasks"),
     ("cpu_hash", 2, "ns_per_op", "ns/step", "CPU-bound hash chains, 64 tasks"),
     ("cpu_speedup", 2, "speedup", "x", "CPU-bound speed-up 2P/1P"),
+    ("preempt_late_median_1", 1, "value", "us late", "sleeper 1 ms + 1 spinner: median"),
+    ("preempt_late_max_1", 1, "value", "us late", "sleeper 1 ms + 1 spinner: max"),
+    ("preempt_late_median_4", 1, "value", "us late", "sleeper 1 ms + 4 spinners: median"),
+    ("preempt_late_max_4", 1, "value", "us late", "sleeper 1 ms + 4 spinners: max"),
+    ("preempt_jain", 1, "value", "index", "4 spinners 2 s: Jain's fairness"),
+    ("preempt_overhead", 1, "value", "% vs OFF", "preemption cost, CPU-bound (gort only)"),
 ]
 
 # Goals from the issue: (row name, procs or None for all) -> list of
@@ -69,6 +77,13 @@ GOALS = {
     "mutex": [("go", "<=", 1.0)],
     "select_fanin": [("go", "<=", 1.0)],
     "cpu_speedup": [("self", ">=", 1.8)],
+    # issue 4 (absolute bounds, in the row's unit)
+    "preempt_late_median_1": [("self", "<=", 2000, " us")],
+    "preempt_late_median_4": [("self", "<=", 2000, " us")],
+    "preempt_late_max_1": [("self", "<=", 12000, " us")],
+    "preempt_late_max_4": [("self", "<=", 12000, " us")],
+    "preempt_jain": [("self", ">=", 0.99, "")],
+    "preempt_overhead": [("self", "<=", 1.0, " %")],
 }
 
 RESULT_RE = re.compile(r"^RESULT\s+(.*)$")
@@ -189,6 +204,7 @@ def main():
     ap.add_argument("--runs", type=int, default=int(os.environ.get("PERF_RUNS", "5")))
     ap.add_argument("--ms", type=int, default=int(os.environ.get("PERF_MS", "250")))
     ap.add_argument("--idle-n", type=int, default=int(os.environ.get("PERF_IDLE_N", "200000")))
+    ap.add_argument("--preempt-n", type=int, default=int(os.environ.get("PERF_PREEMPT_N", "200")))
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("PERF_TIMEOUT", "120")))
     ap.add_argument("--build-dir", default=os.environ.get("PERF_BUILD_DIR", os.path.join(ROOT, "build-perf")))
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("PERF_JOBS", "2")))
@@ -233,6 +249,8 @@ def main():
                     args = [f"procs={procs}", f"ms={a.ms}"]
                     if bench == "idle_spawn":
                         args.append(f"n={a.idle_n}")
+                    if bench == "preempt_latency":
+                        args.append(f"n={a.preempt_n}")
                     if impl == "gort":
                         exe = exes["gort"].get(bench)
                         cmd = [exe] + args if exe else None
@@ -248,7 +266,8 @@ def main():
                         log(f"  FAIL {impl} {bench} procs={procs}: {err}")
                     for r in results:
                         key = (r["name"], int(r["procs"]), impl)
-                        metric = next((m for m in ("ns_per_op", "bytes_per_task") if m in r), None)
+                        metric = next((m for m in ("ns_per_op", "bytes_per_task", "value")
+                                       if m in r), None)
                         if metric is None:
                             continue
                         values.setdefault(key, []).append((run, float(r[metric])))
@@ -293,15 +312,17 @@ def main():
         bench_of = {"idle_spawn_cold": "idle_spawn", "idle_spawn_warm": "idle_spawn",
                     "idle_rss": "idle_spawn", "idle_exit": "idle_spawn",
                     "cpu_speedup": "cpu_hash"}.get(name, name)
+        if name.startswith("preempt_"):
+            bench_of = "preempt_latency"
         if only and bench_of not in only:
             continue
         g, go, pt = (med(name, procs, i) for i in ("gort", "go", "pthread"))
         rg = g / go if g is not None and go else None
         rp = g / pt if g is not None and pt else None
         goal_txt, verdicts = [], []
-        for versus, op, bound in GOALS.get(name, []):
+        for versus, op, bound, *gunit in GOALS.get(name, []):
             if versus == "self":
-                goal_txt.append(f"{op}{bound}x")
+                goal_txt.append(f"{op}{bound}{gunit[0] if gunit else 'x'}")
                 val = g
             else:
                 goal_txt.append(f"{op}{bound}x {'Go' if versus == 'go' else 'pthr'}")
@@ -316,7 +337,8 @@ def main():
         n_pass += verdicts.count("PASS")
         n_miss += verdicts.count("MISS")
         gs = spread(name, procs, "gort")
-        rows.append([label, str(procs), unit, fmt(g) + (f" {gs}" if gs else ""), fmt(go), fmt(pt),
+        f = (lambda v: "-" if v is None else f"{v:.4f}") if unit == "index" else fmt
+        rows.append([label, str(procs), unit, f(g) + (f" {gs}" if gs else ""), f(go), f(pt),
                      fmt(rg) + ("x" if rg is not None else ""),
                      fmt(rp) + ("x" if rp is not None else ""), ", ".join(goal_txt), verdict])
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]

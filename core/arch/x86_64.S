@@ -31,11 +31,18 @@ ctx_switch:
         subq    $16, %rsp
         stmxcsr 8(%rsp)
         fnstcw  (%rsp)
+        movl    8(%rsp), %eax
+        movzwl  (%rsp), %ecx
         movq    %rsp, (%rdi)
         movq    %rsi, %rsp
-        ldmxcsr 8(%rsp)
-        fldcw   (%rsp)
-        addq    $16, %rsp
+        /* ldmxcsr and fldcw serialise the FP control state (several cycles each, more
+         * than a switch's whole budget): load only what differs, which is almost never
+         * (rax, rcx: caller-saved, free at a call). */
+        cmpl    8(%rsp), %eax
+        jne     1f
+2:      cmpw    (%rsp), %cx
+        jne     3f
+4:      addq    $16, %rsp
         popq    %r15
         popq    %r14
         popq    %r13
@@ -43,6 +50,10 @@ ctx_switch:
         popq    %rbx
         popq    %rbp
         ret
+1:      ldmxcsr 8(%rsp)
+        jmp     2b
+3:      fldcw   (%rsp)
+        jmp     4b
         .cfi_endproc
         .size   ctx_switch, .-ctx_switch
 
@@ -90,6 +101,62 @@ stack_call_on:
         .cfi_endproc
         .size   stack_call_on, .-stack_call_on
 
+/* The register block of gort_morestack and preempt_async_entry (their C halves read
+ * it as an array, last pushed first): rax rcx rdx rsi rdi r8-r11 rbx, then rbp if
+ * with_rbp (preempt_async_entry pushed rbp before rflags, as a frame record), then
+ * r12-r15. One definition, so the two blocks and their readers cannot drift apart. */
+.macro  regs_push with_rbp
+        pushq   %rax
+        pushq   %rcx
+        pushq   %rdx
+        pushq   %rsi
+        pushq   %rdi
+        pushq   %r8
+        pushq   %r9
+        pushq   %r10
+        pushq   %r11
+        pushq   %rbx
+.if \with_rbp
+        pushq   %rbp
+.endif
+        pushq   %r12
+        pushq   %r13
+        pushq   %r14
+        pushq   %r15
+.endm
+
+.macro  regs_pop with_rbp
+        popq    %r15
+        popq    %r14
+        popq    %r13
+        popq    %r12
+.if \with_rbp
+        popq    %rbp
+.endif
+        popq    %rbx
+        popq    %r11
+        popq    %r10
+        popq    %r9
+        popq    %r8
+        popq    %rdi
+        popq    %rsi
+        popq    %rdx
+        popq    %rcx
+        popq    %rax
+.endm
+
+/* Every enabled xsave component (edx:eax = all ones) to or from the area at \area. */
+.macro  xsave_all area
+        movl    $-1, %eax
+        movl    $-1, %edx
+        xsave64 (\area)
+.endm
+.macro  xrstor_all area
+        movl    $-1, %eax
+        movl    $-1, %edx
+        xrstor64 (\area)
+.endm
+
 /* gort_morestack — the slow path of GORT_FRAME. Entered by an inline-asm call made
  * 128 bytes below the caller's rsp (the red zone is left untouched), so every register
  * is live and must come back unchanged, except where the stack moved (then the saved
@@ -104,52 +171,20 @@ stack_call_on:
 gort_morestack:
         .cfi_startproc
         pushfq
-        pushq   %rax
-        pushq   %rcx
-        pushq   %rdx
-        pushq   %rsi
-        pushq   %rdi
-        pushq   %r8
-        pushq   %r9
-        pushq   %r10
-        pushq   %r11
-        pushq   %rbx
-        pushq   %rbp
-        pushq   %r12
-        pushq   %r13
-        pushq   %r14
-        pushq   %r15
+        regs_push 1
         movq    %rsp, %rbx
         andq    $-16, %rsp
         callq   morestack_xsave_scratch /* general-registers-only C: no vector use */
         movq    %rax, %r12
-        movl    $-1, %eax
-        movl    $-1, %edx
-        xsave64 (%r12)
+        xsave_all %r12
         movq    %rbx, %rdi
         movq    %r12, %rsi
         callq   morestack_slow
         movq    %rax, %rbx
         movq    %rdx, %r12
-        movl    $-1, %eax
-        movl    $-1, %edx
-        xrstor64 (%r12)
+        xrstor_all %r12
         movq    %rbx, %rsp
-        popq    %r15
-        popq    %r14
-        popq    %r13
-        popq    %r12
-        popq    %rbp
-        popq    %rbx
-        popq    %r11
-        popq    %r10
-        popq    %r9
-        popq    %r8
-        popq    %rdi
-        popq    %rsi
-        popq    %rdx
-        popq    %rcx
-        popq    %rax
+        regs_pop 1
         popfq
         ret
         .cfi_endproc
@@ -183,48 +218,18 @@ preempt_async_entry:
         .cfi_def_cfa rbp, 144
         pushfq
         cld
-        pushq   %rax
-        pushq   %rcx
-        pushq   %rdx
-        pushq   %rsi
-        pushq   %rdi
-        pushq   %r8
-        pushq   %r9
-        pushq   %r10
-        pushq   %r11
-        pushq   %rbx
-        pushq   %r12
-        pushq   %r13
-        pushq   %r14
-        pushq   %r15
+        regs_push 0
         movq    %rsp, %rbx
         andq    $-16, %rsp
         callq   preempt_async_xsave_area /* general-registers-only C: no vector use */
         movq    %rax, %r12
-        movl    $-1, %eax
-        movl    $-1, %edx
-        xsave64 (%r12)
+        xsave_all %r12
         movq    %rbx, %rdi
         callq   preempt_async_park
         movq    %rax, %r12
-        movl    $-1, %eax
-        movl    $-1, %edx
-        xrstor64 (%r12)
+        xrstor_all %r12
         movq    %rbx, %rsp
-        popq    %r15
-        popq    %r14
-        popq    %r13
-        popq    %r12
-        popq    %rbx
-        popq    %r11
-        popq    %r10
-        popq    %r9
-        popq    %r8
-        popq    %rdi
-        popq    %rsi
-        popq    %rdx
-        popq    %rcx
-        popq    %rax
+        regs_pop 0
         popfq
         popq    %rbp
         .cfi_def_cfa rsp, 136

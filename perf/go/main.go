@@ -52,14 +52,15 @@ func rssBytes() int64 {
 func deadline() time.Time { return time.Now().Add(time.Duration(args.ms) * time.Millisecond) }
 
 var benches = map[string]func(){
-	"chan_pingpong": benchPingPong,
-	"yield":         benchYield,
-	"idle_spawn":    benchIdleSpawn,
-	"spawn_finish":  benchSpawnFinish,
-	"mutex":         benchMutex,
-	"select_fanin":  benchSelectFanin,
-	"cpu_hash":      benchCPUHash,
-	"deep":          benchDeep,
+	"chan_pingpong":   benchPingPong,
+	"yield":           benchYield,
+	"idle_spawn":      benchIdleSpawn,
+	"spawn_finish":    benchSpawnFinish,
+	"mutex":           benchMutex,
+	"select_fanin":    benchSelectFanin,
+	"cpu_hash":        benchCPUHash,
+	"deep":            benchDeep,
+	"preempt_latency": benchPreemptLatency,
 }
 
 func main() {
