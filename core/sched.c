@@ -785,6 +785,7 @@ static void *m_thread_main(void *arg)
         p_set_m(m->p, m);
     schedule_loop(m);
     preempt_m_exit(m);
+    gc_thread_stack_release(m->sysstack_lo); /* glibc caches this stack: no stale frames */
     return NULL;
 }
 

@@ -40,6 +40,17 @@ extern uintptr_t gc_run_frame;
  * SIGQUIT handler (gc/quit.c) unless quitdump=0. */
 void gc_run_start(uintptr_t frame);
 
+/* A runtime thread that is not an M (sysmon) registers its stack: runtime memory, never
+ * a root (its frames hold stale addresses of runtime objects it looked at, and it runs
+ * during a cycle, so what they hold changes between cycles). lo == hi: gone. */
+void gc_runtime_thread_stack(uintptr_t lo, uintptr_t hi);
+extern _Atomic uintptr_t gc_rtthread_lo, gc_rtthread_hi; /* its stack, for mark.c */
+/* A runtime thread (an M, sysmon) about to exit: returns the pages of its stack below
+ * the caller's frame to the kernel (they read as zeros). glibc caches the stacks of
+ * exited threads, so their stale frames would otherwise be scanned as roots and hide
+ * leaks. Context: that thread's own stack, nothing of it below in use. */
+void gc_thread_stack_release(uintptr_t lo);
+
 /* GORT_DEBUG=leakcheck=... at the end of gort_run (main task, just returned). Returns
  * the run result gort_run should report (rc unless leakcheck=exit found leaks). */
 int leakcheck_at_exit(int rc);
