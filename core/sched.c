@@ -1106,6 +1106,7 @@ int gort_run(void (*main_fn)(void *), void *arg, const gort_config_t *cfg)
         goto out_free_ps;
     }
     sysmon_start();
+    gc_periodic_start(); /* gc: leakcheck_interval_ms */
     schedule_loop(m0);
 
     rtlock_acquire(&sched.lock);

@@ -55,9 +55,14 @@ void gc_thread_stack_release(uintptr_t lo);
  * the run result gort_run should report (rc unless leakcheck=exit found leaks). */
 int leakcheck_at_exit(int rc);
 
-/* g->gc_flags bits: set by the gc with the world stopped, before g_ready; read and
- * cleared by the woken task itself. */
-enum { GC_CANCELLED = 1 };
+/* gort_run, before scheduling (m0 holds P 0): queues the periodic leak-check timer when
+ * leakcheck_interval_ms (config or GORT_DEBUG) is > 0. */
+void gc_periodic_start(void);
+
+/* g->gc_flags bits: set by the gc with the world stopped. GC_CANCELLED: before
+ * g_ready; read and cleared by the woken task itself. GC_REPORTED: a periodic cycle
+ * printed this task as leaked (cleared at spawn and by a cancel). */
+enum { GC_CANCELLED = 1, GC_REPORTED = 2 };
 
 /* ------------------------------------------------ shared inside gc/ */
 
@@ -107,6 +112,8 @@ typedef struct leak_set {
     leak_rec_t *recs;
     size_t n, cap;
     size_t ntasks;      /* tasks examined */
+    size_t nlive;       /* tasks that are roots by state (can run or be woken by the
+                           runtime: runnable, running, sleeping, I/O, system call) */
     int64_t stw_ns;     /* time to stop the world */
     int64_t mark_ns;    /* marking */
 } leak_set_t;

@@ -524,6 +524,7 @@ int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp)
         mk.tasks[mk.ntasks++] = (task_ent_t){.g = g};
     }
     out->ntasks = mk.ntasks;
+    out->nlive = 0;
     range_sort(mk.stacks, mk.nstacks);
 
     /* roots: the program's memory and globals */
@@ -580,6 +581,7 @@ int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp)
         t->kind = (uint8_t)kind;
         if (kind)
             continue;
+        out->nlive += g != self;
         if (g == self)
             task_scan_root(&mk, i, self_sp);
         else if (st == G_WAITING || st == G_RUNNABLE)

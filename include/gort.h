@@ -347,6 +347,14 @@ GORT_API int gort_leakcheck(FILE *report);
  * as gort_leaks. Safe only for code that treats an error from a blocking channel
  * operation as "give up" (docs: gc/README.md). Task context; switches. */
 GORT_API int gort_leaks_cancel(void);
+/* Periodic leak checks: from now on a gc cycle runs every ms milliseconds (at the first
+ * scheduling point after that time) and prints the tasks it finds leaked to stderr,
+ * each task once, grouped as gort_leakcheck does; 0 stops them. Also set for the
+ * whole run by GORT_DEBUG=leakcheck_interval_ms=N. They pause while every task is
+ * blocked and no timer is queued, so gort_run still reports a deadlock. (Not a
+ * gort_config_t field: that struct's size is fixed ABI.) 0, or -EPERM outside a task.
+ * Does not block. */
+GORT_API int gort_leakcheck_interval(uint32_t ms);
 
 #ifdef __cplusplus
 }
