@@ -146,6 +146,7 @@ static const struct {
     {"stackmove", &rt_debug.stackmove},   {"stackguard", &rt_debug.stackguard},
     {"quitdump", &rt_debug.quit_dump},
     {"leakcheck_interval_ms", &rt_debug.leakcheck_interval_ms},
+    {"trackheap", &rt_debug.trackheap},
 };
 
 void debug_parse(const char *env)

@@ -72,7 +72,8 @@ typedef struct rt_debug {
     int stackguard;  /* guard pages under stacks */
     int quit_dump;   /* SIGQUIT prints the dump (default 1) */
     int leakcheck;   /* at gort_run's end: 0 off, 1 report, 2 exit (fail), 3 cancel */
-    int leakcheck_interval_ms; /* periodic leak checks (gc/); overrides the config's */
+    int leakcheck_interval_ms; /* periodic leak checks (gc/), as gort_leakcheck_interval */
+    int trackheap;   /* tracked-heap leak detection (gc/): not built, the detector -ENOSYS */
 } rt_debug_t;
 extern rt_debug_t rt_debug;
 void debug_parse(const char *env);

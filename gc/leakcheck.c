@@ -175,6 +175,8 @@ static __attribute__((noinline)) int cycle_run(int mode, FILE *report, gort_leak
     g_t *self = m->curg;
     if (!self || m->on_sysstack)
         return -EPERM;
+    if (rt_debug.trackheap)
+        return -ENOSYS; /* tracked-heap mode is not built: no answer rather than a wrong one */
     int expect = 0;
     /* acquire: pairs with the release below; one cycle at a time */
     while (!atomic_compare_exchange_weak_explicit(&world_busy, &expect, 1,
@@ -284,7 +286,7 @@ void gc_periodic_start(void)
 {
     periodic_timer = (rtimer_t){.fn = periodic_fire};
     atomic_store_explicit(&periodic_armed, 0, memory_order_relaxed);
-    int ms = rt_debug.leakcheck_interval_ms;
+    int ms = rt_debug.trackheap ? 0 : rt_debug.leakcheck_interval_ms;
     atomic_store_explicit(&periodic_ns, ms > 0 ? (int64_t)ms * 1000000 : 0, memory_order_relaxed);
     periodic_kick();
 }
@@ -294,6 +296,8 @@ int gort_leakcheck_interval(uint32_t ms)
     m_t *m = m_self();
     if (!sched.allp || !m || !m->curg)
         return -EPERM;
+    if (rt_debug.trackheap)
+        return -ENOSYS;
     atomic_store_explicit(&periodic_ns, (int64_t)ms * 1000000, memory_order_relaxed);
     periodic_kick();
     return 0;

@@ -195,6 +195,33 @@ START_TEST(test_debug_knob)
 }
 END_TEST
 
+/* GORT_DEBUG=trackheap=1 asks for the tracked-heap mode, which is not built: the
+ * detector answers -ENOSYS instead of a default-mode answer. */
+static void trackheap_main(void *arg)
+{
+    GORT_FRAME();
+    ck_assert_int_eq(gort_leaks(NULL, 0), -ENOSYS);
+    ck_assert_int_eq(gort_leakcheck(NULL), -ENOSYS);
+    ck_assert_int_eq(gort_leaks_cancel(), -ENOSYS);
+    ck_assert_int_eq(gort_leakcheck_interval(5), -ENOSYS);
+}
+
+START_TEST(test_trackheap_not_built)
+{
+    const char *old = getenv("GORT_DEBUG");
+    char *saved = old ? strdup(old) : NULL;
+    char env[256];
+    snprintf(env, sizeof env, "%s%strackheap=1", saved ? saved : "", saved ? "," : "");
+    setenv("GORT_DEBUG", env, 1);
+    test_run(trackheap_main, NULL, 1, 0);
+    if (saved)
+        setenv("GORT_DEBUG", saved, 1);
+    else
+        unsetenv("GORT_DEBUG");
+    free(saved);
+}
+END_TEST
+
 START_TEST(test_outside_task)
 {
     ck_assert_int_eq(gort_leakcheck_interval(5), -EPERM);
@@ -211,6 +238,7 @@ int main(void)
     tcase_add_loop_test(tc, test_deadlock_still_reported, 0, 2);
     tcase_add_loop_test(tc, test_debug_knob, 0, 2);
     tcase_add_test(tc, test_outside_task);
+    tcase_add_test(tc, test_trackheap_not_built);
     suite_add_tcase(s, tc);
     return test_main(s);
 }
