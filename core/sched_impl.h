@@ -58,6 +58,9 @@ typedef struct sched {
 
     _Atomic uint64_t goidgen; /* task ids */
     _Atomic int64_t ntasks;   /* live tasks */
+    /* gort_now() as of sysmon's last look (written by sysmon every 0.25-10 ms; 0 before
+     * it runs): g_park's "blocked since" stamp, a load instead of a clock read */
+    _Atomic int64_t sysmon_now;
     _Atomic uint64_t n_steals_extra; /* steals counted outside Ps */
     int64_t start_time;
 } sched_t;

@@ -97,6 +97,7 @@ static void *sysmon_main(void *arg)
         struct timespec ts = {nap / 1000000000, nap % 1000000000};
         nanosleep(&ts, NULL);
         now = gort_now();
+        atomic_store_explicit(&sched.sysmon_now, now, memory_order_relaxed);
         if (mode == GORT_PREEMPT_ASYNC && now >= next_refresh) {
             safepc_refresh();
             next_refresh = now + SYSMON_REFRESH_NS;
