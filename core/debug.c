@@ -145,6 +145,8 @@ static const struct {
     {"migrate", &rt_debug.migrate},       {"schedtrace", &rt_debug.schedtrace},
     {"stackmove", &rt_debug.stackmove},   {"stackguard", &rt_debug.stackguard},
     {"quitdump", &rt_debug.quit_dump},
+    {"leakcheck_interval_ms", &rt_debug.leakcheck_interval_ms},
+    {"trackheap", &rt_debug.trackheap},
 };
 
 void debug_parse(const char *env)

@@ -320,6 +320,7 @@ static void *g_spawn_sys(void *arg)
     g->spawn_pc = r->pc;
     g->stack_min = r->stack;
     g->saved_errno = 0;
+    g->gc_flags = 0; /* a reused record: not yet reported as leaked */
     g->ctx.sp = ctx_init(top & ~(uintptr_t)15, g_entry, g);
     g->id = atomic_fetch_add_explicit(&sched.goidgen, 1, memory_order_relaxed) + 1;
     atomic_fetch_add_explicit(&sched.ntasks, 1, memory_order_relaxed);

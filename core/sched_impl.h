@@ -58,6 +58,9 @@ typedef struct sched {
 
     _Atomic uint64_t goidgen; /* task ids */
     _Atomic int64_t ntasks;   /* live tasks */
+    /* gort_now() as of sysmon's last look (written by sysmon every 0.25-10 ms; 0 before
+     * it runs): g_park's "blocked since" stamp, a load instead of a clock read */
+    _Atomic int64_t sysmon_now;
     _Atomic uint64_t n_steals_extra; /* steals counted outside Ps */
     int64_t start_time;
 } sched_t;
@@ -72,6 +75,8 @@ typedef struct rt_debug {
     int stackguard;  /* guard pages under stacks */
     int quit_dump;   /* SIGQUIT prints the dump (default 1) */
     int leakcheck;   /* at gort_run's end: 0 off, 1 report, 2 exit (fail), 3 cancel */
+    int leakcheck_interval_ms; /* periodic leak checks (gc/), as gort_leakcheck_interval */
+    int trackheap;   /* tracked-heap leak detection (gc/): not built, the detector -ENOSYS */
 } rt_debug_t;
 extern RT_HIDDEN rt_debug_t rt_debug;
 void debug_parse(const char *env);

@@ -40,13 +40,29 @@ extern uintptr_t gc_run_frame;
  * SIGQUIT handler (gc/quit.c) unless quitdump=0. */
 void gc_run_start(uintptr_t frame);
 
+/* A runtime thread that is not an M (sysmon) registers its stack: runtime memory, never
+ * a root (its frames hold stale addresses of runtime objects it looked at, and it runs
+ * during a cycle, so what they hold changes between cycles). lo == hi: gone. */
+void gc_runtime_thread_stack(uintptr_t lo, uintptr_t hi);
+extern _Atomic uintptr_t gc_rtthread_lo, gc_rtthread_hi; /* its stack, for mark.c */
+/* A runtime thread (an M, sysmon) about to exit: returns the pages of its stack below
+ * the caller's frame to the kernel (they read as zeros). glibc caches the stacks of
+ * exited threads, so their stale frames would otherwise be scanned as roots and hide
+ * leaks. Context: that thread's own stack, nothing of it below in use. */
+void gc_thread_stack_release(uintptr_t lo);
+
 /* GORT_DEBUG=leakcheck=... at the end of gort_run (main task, just returned). Returns
  * the run result gort_run should report (rc unless leakcheck=exit found leaks). */
 int leakcheck_at_exit(int rc);
 
-/* g->gc_flags bits: set by the gc with the world stopped, before g_ready; read and
- * cleared by the woken task itself. */
-enum { GC_CANCELLED = 1 };
+/* gort_run, before scheduling (m0 holds P 0): queues the periodic leak-check timer when
+ * leakcheck_interval_ms (config or GORT_DEBUG) is > 0. */
+void gc_periodic_start(void);
+
+/* g->gc_flags bits: set by the gc with the world stopped. GC_CANCELLED: before
+ * g_ready; read and cleared by the woken task itself. GC_REPORTED: a periodic cycle
+ * printed this task as leaked (cleared at spawn and by a cancel). */
+enum { GC_CANCELLED = 1, GC_REPORTED = 2 };
 
 /* ------------------------------------------------ shared inside gc/ */
 
@@ -96,6 +112,8 @@ typedef struct leak_set {
     leak_rec_t *recs;
     size_t n, cap;
     size_t ntasks;      /* tasks examined */
+    size_t nlive;       /* tasks that are roots by state (can run or be woken by the
+                           runtime: runnable, running, sleeping, I/O, system call) */
     int64_t stw_ns;     /* time to stop the world */
     int64_t mark_ns;    /* marking */
 } leak_set_t;

@@ -405,22 +405,47 @@ out_done:
     spin_unlock(&obj_lock);
 }
 
-static int range_cmp(const void *a, const void *b)
+/* In place, no allocation. */
+static void range_isort(range_t *a, size_t n)
 {
-    uintptr_t x = ((const range_t *)a)->lo, y = ((const range_t *)b)->lo;
-    return x < y ? -1 : x > y;
+    for (size_t i = 1; i < n; i++) {
+        range_t x = a[i];
+        size_t j = i;
+        for (; j > 0 && a[j - 1].lo > x.lo; j--)
+            a[j] = a[j - 1];
+        a[j] = x;
+    }
 }
 
-/* LSD radix sort on lo (bits 3..50: objects are 8-aligned user-space addresses). */
+/* Shell sort (Ciura's gaps): in place, for when no scratch memory is to be had. */
+static void range_shellsort(range_t *a, size_t n)
+{
+    static const size_t gaps[] = {1750, 701, 301, 132, 57, 23, 10, 4, 1};
+    for (size_t g = 0; g < sizeof gaps / sizeof gaps[0]; g++) {
+        size_t gap = gaps[g];
+        for (size_t i = gap; i < n; i++) {
+            range_t x = a[i];
+            size_t j = i;
+            for (; j >= gap && a[j - gap].lo > x.lo; j -= gap)
+                a[j] = a[j - gap];
+            a[j] = x;
+        }
+    }
+}
+
+/* LSD radix sort on lo (bits 3..50: objects are 8-aligned user-space addresses).
+ * Never qsort: glibc's qsort copies the array into a malloc'd buffer, i.e. into the
+ * program's heap, which is a root: after free, that stale copy of every object's
+ * address kept every channel reachable (missed leaks, changing from cycle to cycle). */
 void range_sort(range_t *a, size_t n)
 {
-    if (n < 4096) {
-        qsort(a, n, sizeof *a, range_cmp);
+    if (n < 64) {
+        range_isort(a, n);
         return;
     }
     range_t *tmp = gc_scratch(SCR_SORT, n * sizeof *tmp);
     if (!tmp) {
-        qsort(a, n, sizeof *a, range_cmp);
+        range_shellsort(a, n);
         return;
     }
     range_t *src = a, *dst = tmp;

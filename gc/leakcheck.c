@@ -17,13 +17,14 @@
 
 #include "core/chan.h"
 #include "core/sched_impl.h"
+#include "core/timer.h"
 #include "gc/gc.h"
 #include "stackmap/stackmap.h"
 
 static _Atomic int world_busy; /* the `world` lock (rank 10): 1 while a cycle runs */
 
 enum { STW_TIMEOUT_NS = 1000000000 };
-enum { MODE_LEAKS = 0, MODE_CANCEL = 1, MODE_COUNT_CANCELLED = 2 };
+enum { MODE_LEAKS = 0, MODE_CANCEL = 1, MODE_COUNT_CANCELLED = 2, MODE_PERIODIC = 4 };
 
 struct cycle_req {
     g_t *self;
@@ -34,6 +35,8 @@ struct cycle_req {
     size_t max;
     int rc;                /* count, or negative errno */
     int64_t stw_ns, mark_ns;
+    size_t nlive;          /* MODE_PERIODIC: tasks that are roots by state */
+    size_t ntimers;        /* MODE_PERIODIC: timers queued, world stopped */
 };
 
 /* Unlinks w from whichever queue of its channel holds it. World stopped. */
@@ -79,11 +82,30 @@ static int leaks_cancel(const leak_set_t *s)
         } else {
             continue;
         }
-        g->gc_flags |= GC_CANCELLED;
+        g->gc_flags = (g->gc_flags & ~(uint32_t)GC_REPORTED) | GC_CANCELLED;
         g_ready(g);
         n++;
     }
     return n;
+}
+
+/* A periodic cycle prints each leaked task once: keeps in s only the tasks not printed
+ * before and flags them. World stopped. */
+static void periodic_keep_new(leak_set_t *s, struct cycle_req *q)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        g_t *g = s->recs[i].g;
+        if (g->gc_flags & GC_REPORTED)
+            continue;
+        g->gc_flags |= GC_REPORTED;
+        s->recs[k++] = s->recs[i];
+    }
+    s->n = k;
+    q->nlive = s->nlive;
+    q->ntimers = 0;
+    for (int i = 0; i < sched.nprocs; i++)
+        q->ntimers += sched.allp[i]->ntimers;
 }
 
 static void leaks_fill(const leak_set_t *s, gort_leak_t *out, size_t max)
@@ -117,6 +139,8 @@ static void *cycle_sys(void *arg)
     q->stw_ns = t1 - t0;
     q->mark_ns = t2 - t1;
     if (rc == 0) {
+        if (q->mode & MODE_PERIODIC)
+            periodic_keep_new(&set, q);
         /* Reported with the world still stopped: names and records stay valid. */
         if (q->report && set.n)
             report_print(q->report, &set);
@@ -151,6 +175,8 @@ static __attribute__((noinline)) int cycle_run(int mode, FILE *report, gort_leak
     g_t *self = m->curg;
     if (!self || m->on_sysstack)
         return -EPERM;
+    if (rt_debug.trackheap)
+        return -ENOSYS; /* tracked-heap mode is not built: no answer rather than a wrong one */
     int expect = 0;
     /* acquire: pairs with the release below; one cycle at a time */
     while (!atomic_compare_exchange_weak_explicit(&world_busy, &expect, 1,
@@ -198,6 +224,83 @@ void gc_last_cycle_ns(int64_t *stw_ns, int64_t *mark_ns)
 {
     *stw_ns = last_stw_ns;
     *mark_ns = last_mark_ns;
+}
+
+/* Periodic cycles (leakcheck_interval_ms): a timer of the runtime's own, so the cycle
+ * runs where timers run: at the top of findrunnable, on g0 of an M that holds a P, no
+ * lock held, no task -- a safe point already. sysmon could not run one (not an M). */
+static rtimer_t periodic_timer;          /* queued while periodic_armed */
+static _Atomic int64_t periodic_ns;      /* the interval; 0 = off */
+static _Atomic int periodic_armed;       /* 1 while the timer is queued or firing */
+
+static void periodic_arm(int64_t now)
+{
+    int64_t ns = atomic_load_explicit(&periodic_ns, memory_order_relaxed);
+    periodic_timer = (rtimer_t){.when = now + ns, .fn = periodic_timer.fn};
+    timer_start_handoff(&periodic_timer);
+}
+
+/* Queues the timer unless it is queued already. */
+static void periodic_kick(void)
+{
+    int expect = 0;
+    /* acq_rel: one arming at a time; pairs with the release in periodic_fire */
+    if (atomic_load_explicit(&periodic_ns, memory_order_relaxed) > 0 &&
+        atomic_compare_exchange_strong_explicit(&periodic_armed, &expect, 1,
+                                                memory_order_acq_rel, memory_order_acquire))
+        periodic_arm(gort_now());
+}
+
+static void periodic_fire(rtimer_t *t, int64_t now)
+{
+    (void)t;
+    if (atomic_load_explicit(&sched.stopping, memory_order_acquire))
+        return; /* armed stays 1: gc_periodic_start resets it for the next run */
+    bool rearm = atomic_load_explicit(&periodic_ns, memory_order_relaxed) > 0;
+    int expect = 0;
+    /* acquire: pairs with the release of whoever ran the previous cycle */
+    if (rearm && atomic_compare_exchange_strong_explicit(&world_busy, &expect, 1,
+                                                         memory_order_acquire,
+                                                         memory_order_relaxed)) {
+        struct cycle_req q = {.mode = MODE_PERIODIC, .report = stderr};
+        cycle_sys(&q); /* g0: already on the system stack */
+        last_stw_ns = q.stw_ns;
+        last_mark_ns = q.mark_ns;
+        atomic_store_explicit(&world_busy, 0, memory_order_release);
+        /* Every task blocked on something only a task could signal and no timer left:
+         * nothing can change any more. Pause, so gort_run sees and reports the deadlock
+         * (a queued timer would keep it waiting forever); gort_leakcheck_interval from
+         * a task woken by I/O or a thread resumes them. */
+        if (q.rc >= 0 && q.nlive == 0 && q.ntimers == 0)
+            rearm = false;
+    }
+    if (rearm) {
+        periodic_arm(now);
+        return;
+    }
+    /* release: the next periodic_kick's CAS sees the timer idle */
+    atomic_store_explicit(&periodic_armed, 0, memory_order_release);
+}
+
+void gc_periodic_start(void)
+{
+    periodic_timer = (rtimer_t){.fn = periodic_fire};
+    atomic_store_explicit(&periodic_armed, 0, memory_order_relaxed);
+    int ms = rt_debug.trackheap ? 0 : rt_debug.leakcheck_interval_ms;
+    atomic_store_explicit(&periodic_ns, ms > 0 ? (int64_t)ms * 1000000 : 0, memory_order_relaxed);
+    periodic_kick();
+}
+
+int gort_leakcheck_interval(uint32_t ms)
+{
+    m_t *m = m_self();
+    if (!sched.allp || !m || !m->curg)
+        return -EPERM;
+    if (rt_debug.trackheap)
+        return -ENOSYS;
+    atomic_store_explicit(&periodic_ns, (int64_t)ms * 1000000, memory_order_relaxed);
+    periodic_kick();
+    return 0;
 }
 
 int leakcheck_at_exit(int rc)

@@ -339,7 +339,7 @@ static int excl_build(marker_t *mk)
     size_t nm = 0;
     for (m_t *m = sched.allm; m; m = m->all_link)
         nm++;
-    size_t cap = nown + nchunks + nm + 16;
+    size_t cap = nown + nchunks + nm + 17;
     mk->excl = gc_scratch(SCR_EXCL, cap * sizeof(range_t));
     void **ch = gc_scratch(SCR_CHUNKS, (nchunks + 1) * (sizeof(void *) + sizeof(size_t)));
     if (!mk->excl || !ch)
@@ -354,6 +354,13 @@ static int excl_build(marker_t *mk)
     for (m_t *m = sched.allm; m; m = m->all_link)
         if (m->sysstack_hi > m->sysstack_lo)
             mk->excl[n++] = (range_t){m->sysstack_lo & ~(uintptr_t)7, m->sysstack_hi};
+    /* sysmon's stack (gc_runtime_thread_stack): it runs during a cycle, and its frames
+     * hold stale addresses of what it looked at, changing from one cycle to the next */
+    /* acquire: pairs with gc_runtime_thread_stack's release store */
+    uintptr_t thi = atomic_load_explicit(&gc_rtthread_hi, memory_order_acquire);
+    uintptr_t tlo = atomic_load_explicit(&gc_rtthread_lo, memory_order_relaxed);
+    if (thi > tlo && thi - tlo <= ((uintptr_t)64 << 20))
+        mk->excl[n++] = (range_t){tlo & ~(uintptr_t)7, thi};
     range_sort(mk->excl, n);
     size_t o = 0; /* merge overlaps */
     for (size_t i = 0; i < n; i++) {
@@ -517,6 +524,7 @@ int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp)
         mk.tasks[mk.ntasks++] = (task_ent_t){.g = g};
     }
     out->ntasks = mk.ntasks;
+    out->nlive = 0;
     range_sort(mk.stacks, mk.nstacks);
 
     /* roots: the program's memory and globals */
@@ -574,6 +582,7 @@ int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp)
         t->kind = (uint8_t)kind;
         if (kind)
             continue;
+        out->nlive += g != self;
         if (g == self)
             task_scan_root(&mk, i, self_sp);
         else if (st == G_WAITING || st == G_RUNNABLE)

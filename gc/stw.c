@@ -21,6 +21,7 @@
  * be held); waiting for tasks in system calls (may be forever).
  */
 #include <linux/futex.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -127,4 +128,26 @@ int stw_stop(int64_t timeout_ns)
             nanosleep(&ts, NULL);
         }
     }
+}
+
+/* The runtime's non-M thread's stack (sysmon): written by sysmon_start/_stop, read by
+ * a cycle (mark.c, excl_build), hi first: a cycle that sees a hi sees its lo. */
+_Atomic uintptr_t gc_rtthread_lo, gc_rtthread_hi;
+
+void gc_runtime_thread_stack(uintptr_t lo, uintptr_t hi)
+{
+    atomic_store_explicit(&gc_rtthread_hi, 0, memory_order_relaxed);
+    atomic_store_explicit(&gc_rtthread_lo, lo, memory_order_relaxed);
+    /* release: pairs with excl_build's acquire load of hi */
+    atomic_store_explicit(&gc_rtthread_hi, hi, memory_order_release);
+}
+
+/* noinline: its frame lies below the caller's, so the pages released are below both */
+__attribute__((noinline)) void gc_thread_stack_release(uintptr_t lo)
+{
+    uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+    uintptr_t a = (lo + 4095) & ~(uintptr_t)4095;
+    uintptr_t b = ((sp - 1024) & ~(uintptr_t)4095) - 4096; /* this frame's callees: a page */
+    if (lo && b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
 }

@@ -331,7 +331,9 @@ typedef struct gort_leak {
 /* Runs the leak detector now (a gc cycle: stops the world at safe points, marks,
  * resumes); fills up to max entries (out NULL ok) and returns the count of leaked tasks
  * (may exceed max), 0 outside a runtime, -EPERM outside a task, -EAGAIN when some
- * running task did not reach a safe point within 1 s, -ENOMEM. `name` stays valid while
+ * running task did not reach a safe point within 1 s, -ENOMEM; -ENOSYS under
+ * GORT_DEBUG=trackheap=1 (the tracked-heap mode, where the program's malloc'd memory
+ * would be traced instead of being a root, is not built: gc/README.md). `name` stays valid while
  * the task lives, `spawn_site` for the life of the process. Task context; switches
  * (the caller yields while another cycle runs); does not move the caller's stack. */
 GORT_API int gort_leaks(gort_leak_t *out, size_t max);
@@ -347,6 +349,15 @@ GORT_API int gort_leakcheck(FILE *report);
  * as gort_leaks. Safe only for code that treats an error from a blocking channel
  * operation as "give up" (docs: gc/README.md). Task context; switches. */
 GORT_API int gort_leaks_cancel(void);
+/* Periodic leak checks: from now on a gc cycle runs every ms milliseconds (at the first
+ * scheduling point after that time) and prints the tasks it finds leaked to stderr,
+ * each task once, grouped as gort_leakcheck does; 0 stops them. Also set for the
+ * whole run by GORT_DEBUG=leakcheck_interval_ms=N. They pause while every task is
+ * blocked and no timer is queued, so gort_run still reports a deadlock. (Not a
+ * gort_config_t field: that struct's size is fixed ABI.) 0, -EPERM outside a task,
+ * -ENOSYS under GORT_DEBUG=trackheap=1.
+ * Does not block. */
+GORT_API int gort_leakcheck_interval(uint32_t ms);
 
 #ifdef __cplusplus
 }

@@ -23,6 +23,7 @@
 #include <pthread.h>
 #include <time.h>
 
+#include "gc/gc.h"
 #include "preempt/preempt.h"
 #include "rt.h"
 #include "sched_impl.h"
@@ -70,6 +71,17 @@ static bool sysmon_woken_waiting(p_t *p)
 
 static void *sysmon_main(void *arg)
 {
+    uintptr_t stack_lo = 0;
+    pthread_attr_t a;
+    if (pthread_getattr_np(pthread_self(), &a) == 0) {
+        void *lo;
+        size_t sz;
+        pthread_attr_getstack(&a, &lo, &sz);
+        pthread_attr_destroy(&a);
+        stack_lo = (uintptr_t)lo;
+        /* runtime memory: its frames hold stale addresses of what it looked at */
+        gc_runtime_thread_stack(stack_lo, stack_lo + sz);
+    }
     int n = sched.nprocs;
     sysmon_p_t *sp = rt_alloc((size_t)n * sizeof *sp);
     if (!sp)
@@ -90,6 +102,7 @@ static void *sysmon_main(void *arg)
         struct timespec ts = {sleep_ns / 1000000000, sleep_ns % 1000000000};
         nanosleep(&ts, NULL);
         now = gort_now();
+        atomic_store_explicit(&sched.sysmon_now, now, memory_order_relaxed);
         if (trace_every && now >= next_trace) {
             schedtrace_print(now);
             next_trace = now + trace_every; /* a period, not a schedule: no bursts */
@@ -152,6 +165,7 @@ static void *sysmon_main(void *arg)
             nap = slice / 4 > 20000 ? slice / 4 : 20000;
     }
     rt_free(sp);
+    gc_thread_stack_release(stack_lo); /* glibc caches this stack: no stale frames */
     return NULL;
 }
 
@@ -172,6 +186,7 @@ void sysmon_stop(void)
         atomic_store(&sysmon_quit, true);
         pthread_join(sysmon_thread, NULL);
         sysmon_started = false;
+        gc_runtime_thread_stack(0, 0);
     }
     m_t *m0 = m_self();
     if (m0)

@@ -74,7 +74,9 @@ static inline int leaks_settle(int want)
 static inline int leaks_after_settling(void)
 {
     int n = 0;
-    for (int i = 0; i < 5 && n == 0; i++) {
+    /* -EAGAIN (a P did not stop within 1 s: seen once in 60 runs on a loaded 2-core
+     * machine) is no verdict: look again */
+    for (int i = 0; i < 5 && n <= 0; i++) {
         gort_sleep(2000000);
         n = gort_leaks(NULL, 0);
     }

@@ -1,0 +1,244 @@
+/* tests/gc/test_leak_periodic.c — periodic leak checks (gort_leakcheck_interval,
+ * GORT_DEBUG=leakcheck_interval_ms): a cycle every interval prints the tasks it finds
+ * leaked to stderr, each task once; nothing is printed while nothing leaks; a deadlock
+ * is still reported by gort_run (the periodic timer must not keep it waiting).
+ * stderr is redirected to a temporary file while a runtime runs, and read back. */
+/* ctest-no-asan: the detector scans all writable memory conservatively (see
+ * test_leak_shapes.c); under ASan a cycle takes seconds. */
+/* ctest-timeout: 120 */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "leak_testutil.h"
+
+static int saved_fd = -1;
+static FILE *capture;
+
+static void stderr_capture(void)
+{
+    fflush(stderr);
+    capture = tmpfile();
+    ck_assert_ptr_nonnull(capture);
+    saved_fd = dup(2);
+    ck_assert_int_ge(saved_fd, 0);
+    ck_assert_int_eq(dup2(fileno(capture), 2), 2);
+}
+
+/* Restores stderr and returns what was written meanwhile (malloc'd). */
+static char *stderr_restore(void)
+{
+    fflush(stderr);
+    ck_assert_int_eq(dup2(saved_fd, 2), 2);
+    close(saved_fd);
+    long n = ftell(capture);
+    ck_assert_int_ge(n, 0);
+    char *buf = malloc((size_t)n + 1);
+    ck_assert_ptr_nonnull(buf);
+    rewind(capture);
+    size_t got = fread(buf, 1, (size_t)n, capture);
+    buf[got] = 0;
+    fclose(capture);
+    fputs(buf, stderr); /* still visible in the test's log */
+    return buf;
+}
+
+static int count_str(const char *s, const char *needle)
+{
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+static void t_recv(void *arg)
+{
+    GORT_FRAME();
+    gort_chan_t *c = *(gort_chan_t **)arg;
+    note_rc(gort_chan_recv(c, NULL));
+    atomic_fetch_add(&finished, 1);
+}
+
+static NOINLINE void leak_one(void)
+{
+    gort_chan_t *c = mkchan(0);
+    ck_assert_int_eq(gort_go_with(t_recv, &c, sizeof c), 0);
+    c = NULL;
+    __asm__ volatile("" : : "r"(c) : "memory");
+}
+
+static void t_sleeper(void *arg)
+{
+    GORT_FRAME();
+    gort_sleep(30000000);
+    atomic_fetch_add(&finished, 1);
+}
+
+static uint64_t leaked_ids[2];
+
+/* Two leaks planted 50 ms apart under 5 ms cycles: each is printed exactly once. */
+static void periodic_main(void *arg)
+{
+    GORT_FRAME();
+    counters_reset();
+    ck_assert_int_eq(gort_leakcheck_interval(5), 0);
+    leak_one();
+    gort_sleep(60000000); /* about 12 cycles */
+    leak_one();
+    gort_sleep(60000000);
+    ck_assert_int_eq(gort_leakcheck_interval(0), 0);
+    gort_sleep(10000000); /* a cycle in flight ends */
+    gort_leak_t out[4];
+    memset(out, 0, sizeof out);
+    ck_assert_int_eq(gort_leaks(out, 4), 2);
+    leaked_ids[0] = out[0].id < out[1].id ? out[0].id : out[1].id;
+    leaked_ids[1] = out[0].id < out[1].id ? out[1].id : out[0].id;
+    memset(out, 0, sizeof out);
+    cancel_and_reap(2, 2);
+    free_hidden();
+}
+
+START_TEST(test_each_leak_reported_once)
+{
+    stderr_capture();
+    test_run(periodic_main, NULL, 1 + _i, 0);
+    char *log = stderr_restore();
+    /* one report per planted leak, each naming one task */
+    ck_assert_int_eq(count_str(log, "gort: leak check: 1 leaked task in 1 group"), 2);
+    ck_assert_int_eq(count_str(log, "gort: leak check:"), 2);
+    char id[32];
+    snprintf(id, sizeof id, "ids: %lu\n", (unsigned long)leaked_ids[0]);
+    ck_assert_int_eq(count_str(log, id), 1);
+    snprintf(id, sizeof id, "ids: %lu\n", (unsigned long)leaked_ids[1]);
+    ck_assert_int_eq(count_str(log, id), 1);
+    ck_assert_int_eq(count_str(log, "chan receive"), 2);
+    free(log);
+}
+END_TEST
+
+/* Tasks that sleep, then finish, under 2 ms cycles: nothing printed. */
+static void quiet_main(void *arg)
+{
+    GORT_FRAME();
+    counters_reset();
+    ck_assert_int_eq(gort_leakcheck_interval(2), 0);
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(gort_go(t_sleeper, NULL), 0);
+    while (atomic_load(&finished) < 20)
+        gort_sleep(1000000);
+    ck_assert_int_eq(gort_leakcheck_interval(0), 0);
+}
+
+START_TEST(test_nothing_leaked_nothing_printed)
+{
+    stderr_capture();
+    test_run(quiet_main, NULL, 1 + _i, 0);
+    char *log = stderr_restore();
+    ck_assert_int_eq(count_str(log, "gort: leak check:"), 0);
+    free(log);
+}
+END_TEST
+
+/* The main task blocks forever with periodic checks on: gort_run still ends with the
+ * deadlock (the periodic timer pauses once nothing can change). */
+static gort_mutex_t global_mu; /* a global: reachable, so not a leak, only a deadlock */
+
+static void deadlock_main(void *arg)
+{
+    GORT_FRAME();
+    memset(&global_mu, 0, sizeof global_mu);
+    ck_assert_int_eq(gort_leakcheck_interval(1), 0);
+    gort_sleep(5000000); /* a few cycles first */
+    gort_mutex_lock(&global_mu);
+    gort_mutex_lock(&global_mu);
+}
+
+START_TEST(test_deadlock_still_reported)
+{
+    stderr_capture();
+    test_run(deadlock_main, NULL, 1 + _i, -EDEADLK);
+    char *log = stderr_restore();
+    ck_assert_int_eq(count_str(log, "all tasks are asleep - deadlock!"), 1);
+    free(log);
+}
+END_TEST
+
+/* The GORT_DEBUG knob: set for the whole run. */
+static void knob_main(void *arg)
+{
+    GORT_FRAME();
+    counters_reset();
+    leak_one();
+    gort_sleep(30000000);
+    cancel_and_reap(1, 1);
+    free_hidden();
+}
+
+START_TEST(test_debug_knob)
+{
+    /* appended: the _migrate twin keeps migrate=1 */
+    const char *old = getenv("GORT_DEBUG");
+    char *saved = old ? strdup(old) : NULL;
+    char env[256];
+    snprintf(env, sizeof env, "%s%sleakcheck_interval_ms=3", saved ? saved : "",
+             saved ? "," : "");
+    setenv("GORT_DEBUG", env, 1);
+    stderr_capture();
+    test_run(knob_main, NULL, 1 + _i, 0);
+    char *log = stderr_restore();
+    if (saved)
+        setenv("GORT_DEBUG", saved, 1);
+    else
+        unsetenv("GORT_DEBUG");
+    free(saved);
+    ck_assert_int_eq(count_str(log, "gort: leak check: 1 leaked task in 1 group"), 1);
+    free(log);
+}
+END_TEST
+
+/* GORT_DEBUG=trackheap=1 asks for the tracked-heap mode, which is not built: the
+ * detector answers -ENOSYS instead of a default-mode answer. */
+static void trackheap_main(void *arg)
+{
+    GORT_FRAME();
+    ck_assert_int_eq(gort_leaks(NULL, 0), -ENOSYS);
+    ck_assert_int_eq(gort_leakcheck(NULL), -ENOSYS);
+    ck_assert_int_eq(gort_leaks_cancel(), -ENOSYS);
+    ck_assert_int_eq(gort_leakcheck_interval(5), -ENOSYS);
+}
+
+START_TEST(test_trackheap_not_built)
+{
+    const char *old = getenv("GORT_DEBUG");
+    char *saved = old ? strdup(old) : NULL;
+    char env[256];
+    snprintf(env, sizeof env, "%s%strackheap=1", saved ? saved : "", saved ? "," : "");
+    setenv("GORT_DEBUG", env, 1);
+    test_run(trackheap_main, NULL, 1, 0);
+    if (saved)
+        setenv("GORT_DEBUG", saved, 1);
+    else
+        unsetenv("GORT_DEBUG");
+    free(saved);
+}
+END_TEST
+
+START_TEST(test_outside_task)
+{
+    ck_assert_int_eq(gort_leakcheck_interval(5), -EPERM);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("gc_leak_periodic");
+    TCase *tc = tcase_create("periodic");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_each_leak_reported_once, 0, 2);
+    tcase_add_loop_test(tc, test_nothing_leaked_nothing_printed, 0, 2);
+    tcase_add_loop_test(tc, test_deadlock_still_reported, 0, 2);
+    tcase_add_loop_test(tc, test_debug_knob, 0, 2);
+    tcase_add_test(tc, test_outside_task);
+    tcase_add_test(tc, test_trackheap_not_built);
+    suite_add_tcase(s, tc);
+    return test_main(s);
+}
