@@ -27,6 +27,7 @@
  * lost) counts as reachable.
  * Context: sysstack of the stopper, world stopped.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,13 +246,30 @@ static void scan_root_map(marker_t *mk, uintptr_t lo, uintptr_t hi, bool swap, i
         size_t pages = (hi - a) / 4096;
         if (pages > BATCH)
             pages = BATCH;
-        if (pages == 0 || mincore((void *)a, pages * 4096, vec) != 0) {
-            uintptr_t b = pages ? a + pages * 4096 : hi;
-            scan_minus_excl(mk, a, b);
-            a = b;
-            continue;
+        if (pages == 0) { /* a partial last page */
+            scan_minus_excl(mk, a, hi);
+            break;
         }
-        if (swap) {
+        bool probed = false;
+        if (mincore((void *)a, pages * 4096, vec) != 0) {
+            if (errno != ENOMEM) { /* cannot tell: scan, more roots never hurt */
+                scan_minus_excl(mk, a, a + pages * 4096);
+                a += pages * 4096;
+                continue;
+            }
+            /* ENOMEM: part of the range is no longer mapped (a thread the cycle does
+             * not stop, a sanitizer's or the program's own, unmapped it after
+             * /proc/self/maps was read). Unmapped pages hold no roots, and reading
+             * them faults: ask page by page and keep only what is mapped. */
+            for (size_t i = 0; i < pages; i++) {
+                if (mincore((void *)(a + i * 4096), 4096, &vec[i]) != 0)
+                    vec[i] = errno == ENOMEM ? 0 : 1;
+                else if (swap)
+                    vec[i] = 1; /* mapped, maybe swapped out: scan */
+            }
+            probed = true;
+        }
+        if (swap && !probed) { /* (probed: an unmapped page must stay 0 in vec) */
             /* a swapped-out page is not resident but holds data: keep it */
             ssize_t want = (ssize_t)(pages * 8);
             if (pagemap < 0 || pread(pagemap, pm, (size_t)want, (off_t)(a / 4096 * 8)) != want)
