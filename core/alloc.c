@@ -13,6 +13,10 @@
 #include "rt.h"
 #include "sched_impl.h"
 
+#if defined(GORT_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
+
 _Atomic int64_t rt_mem_bytes;
 static unsigned rt_arena;
 static bool rt_arena_ok;
@@ -50,8 +54,21 @@ static int rt_flags(void)
 static void *alloc_on_sysstack(void *arg)
 {
     struct alloc_req *r = arg;
-    int flags = MALLOCX_ZERO | rt_flags() | (r->align ? MALLOCX_ALIGN(r->align) : 0);
+    int flags = rt_flags() | (r->align ? MALLOCX_ALIGN(r->align) : 0);
+#if defined(GORT_TSAN)
+    /* TSan sees neither jemalloc's locks nor its reuse of a freed region (this arena
+     * is not malloc), so the last owner's accesses would race with the zeroing and
+     * every use by the next owner. The free releases on the address, the allocation
+     * acquires on it before anything writes there. (A freed region comes back at the
+     * same address to the same size class: small objects, slabs.) */
     r->ptr = mallocx(r->size ? r->size : 1, flags);
+    if (r->ptr) {
+        __tsan_acquire(r->ptr);
+        memset(r->ptr, 0, sallocx(r->ptr, 0));
+    }
+#else
+    r->ptr = mallocx(r->size ? r->size : 1, flags | MALLOCX_ZERO);
+#endif
     if (r->ptr) {
         size_t usable = sallocx(r->ptr, 0);
         atomic_fetch_add_explicit(&rt_mem_bytes, (int64_t)usable, memory_order_relaxed);
@@ -76,6 +93,9 @@ static void *free_on_sysstack(void *ptr)
 {
     heap_obj_del(ptr);
     atomic_fetch_sub_explicit(&rt_mem_bytes, (int64_t)sallocx(ptr, 0), memory_order_relaxed);
+#if defined(GORT_TSAN)
+    __tsan_release(ptr); /* pairs with the acquire of the region's next allocation */
+#endif
     dallocx(ptr, rt_flags());
     return NULL;
 }
