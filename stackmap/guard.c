@@ -116,8 +116,19 @@ static void guard_handler(int sig, siginfo_t *si, void *ucv)
         f.g = g;
         sysstack_call(guard_report_sys, &f);
     }
-    if (m && rt_debug.stackmove && stress_fault_explain(f.addr))
-        sysstack_call(guard_report_sys, &f);
+    if (m && rt_debug.stackmove) {
+        if (stress_fault_explain(f.addr))
+            sysstack_call(guard_report_sys, &f);
+        /* a non-canonical address (0xdbdb..., read from a poisoned old stack) faults
+         * as a general protection fault: no address, look for it in the registers */
+        if (si->si_code == SI_KERNEL)
+            for (int r = REG_R8; r <= REG_RCX; r++)
+                if (((uint64_t)uc->uc_mcontext.gregs[r] >> 48) == 0xdbdb &&
+                    stress_fault_explain((uintptr_t)uc->uc_mcontext.gregs[r])) {
+                    f.addr = (uintptr_t)uc->uc_mcontext.gregs[r];
+                    sysstack_call(guard_report_sys, &f);
+                }
+    }
     guard_chain(sig, si, ucv);
 }
 
@@ -167,6 +178,7 @@ void guard_install(void)
     sa.sa_sigaction = guard_handler;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGURG); /* no preemption signal nested on the alt stack */
     if (sigaction(SIGSEGV, &sa, &guard_old_segv) != 0)
         return;
     if (sigaction(SIGBUS, &sa, &guard_old_bus) != 0) {
