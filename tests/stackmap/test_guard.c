@@ -301,6 +301,7 @@ static struct {
     uint64_t ret, acc;          /* deep()'s results before the park */
     uint64_t ret2, acc2;        /* after the wake-up (regrown) */
     bool guard1, guard2, guard3; /* fresh, grown, shrunk+regrown */
+    size_t parked_size, woken_size; /* stack size before the park, right after it */
 } res[NTASKS];
 
 static void normal_task(void *arg)
@@ -311,8 +312,10 @@ static void normal_task(void *arg)
     uint64_t acc = 0;
     res[k].ret = deep(DEPTH + (uint64_t)k, &acc);
     res[k].guard2 = own_guard_ok();
+    res[k].parked_size = g_self()->stack_hi - g_self()->stack_lo;
     __atomic_store_n(&res[k].acc, acc, __ATOMIC_RELEASE); /* main polls it */
-    gort_chan_recv(release, NULL); /* parked: the gc cycle shrinks this stack */
+    gort_chan_recv(release, NULL); /* parked: the gc cycles shrink this stack */
+    res[k].woken_size = g_self()->stack_hi - g_self()->stack_lo;
     acc = 0;
     res[k].ret2 = deep(DEPTH / 2 + (uint64_t)k, &acc);
     res[k].acc2 = acc;
@@ -336,7 +339,7 @@ static void normal_main(void *arg)
     gort_wg_add(&done, NTASKS);
     for (int k = 0; k < NTASKS; k++)
         gort_go(normal_task, (void *)(intptr_t)k);
-    /* wait until every task has parked on the channel */
+    /* wait until every task is about to park on the channel */
     for (int spins = 0; spins < 100000; spins++) {
         bool all = true;
         for (int k = 0; k < NTASKS && all; k++)
@@ -345,13 +348,20 @@ static void normal_main(void *arg)
             break;
         gort_yield();
     }
-    for (int i = 0; i < 50; i++)
-        gort_yield(); /* the last ones from the store to the park */
-    gort_stats_t before, after;
-    gort_stats(&before);
-    leaks_cycle();
-    gort_stats(&after);
-    shrinks_seen = after.stack_shrinks - before.stack_shrinks;
+    /* gc cycles (one halving per parked task each) until several in a row shrink
+     * nothing: every task is then parked at its smallest stack (a task still between
+     * its store above and the park shrinks in a later cycle) */
+    gort_stats_t st;
+    gort_stats(&st);
+    uint64_t before = st.stack_shrinks, last = before;
+    for (int cycle = 0, idle = 0; cycle < 300 && idle < 5; cycle++) {
+        leaks_cycle();
+        gort_stats(&st);
+        idle = st.stack_shrinks == last ? idle + 1 : 0;
+        last = st.stack_shrinks;
+        gort_sleep(100000);
+    }
+    shrinks_seen = st.stack_shrinks - before;
     gort_chan_close(release);
     gort_wg_wait(&done);
     gort_chan_free(release);
@@ -374,8 +384,12 @@ static void run_normal(int procs)
                       "task %d: no guard page under its stack (%d %d %d)", k, res[k].guard1,
                       res[k].guard2, res[k].guard3);
     }
-    /* each task grew to >= 64 KiB and parked using little of it */
-    ck_assert_uint_ge(shrinks_seen, NTASKS / 2);
+    /* each task grew to >= 64 KiB and parked using little of it: every one shrank */
+    ck_assert_uint_ge(shrinks_seen, NTASKS);
+    for (int k = 0; k < NTASKS; k++)
+        ck_assert_msg(res[k].woken_size < res[k].parked_size,
+                      "task %d: parked with %zu bytes, woke with %zu", k, res[k].parked_size,
+                      res[k].woken_size);
 }
 
 START_TEST(test_guard_normal_tasks_1p)
