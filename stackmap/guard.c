@@ -51,15 +51,16 @@ static void *guard_report_sys(void *arg)
     struct guard_fault *f = arg;
     g_t *g = f->g;
     char site[200];
+    /* dbg_print's buffer is 240 bytes: one symbolized PC per line */
     if (g) {
         dbg_print("gort: fatal error: task %lu (%s) overflowed its stack\n",
                   (unsigned long)g->id, g->name ? g->name : "unnamed");
-        dbg_print("gort: %s at pc %s, address %p: the guard page under its %lu-byte stack "
-                  "[%p, %p) (uninstrumented code used more than the slack)\n",
-                  f->sig == SIGBUS ? "SIGBUS" : "SIGSEGV",
-                  spawn_site_str((void *)f->pc, site, sizeof site), (void *)f->addr,
+        dbg_print("gort: %s at address %p, in the guard page under its %lu-byte stack "
+                  "[%p, %p): uninstrumented code used more than the slack\n",
+                  f->sig == SIGBUS ? "SIGBUS" : "SIGSEGV", (void *)f->addr,
                   (unsigned long)(g->stack_hi - g->stack_lo), (void *)g->stack_lo,
                   (void *)g->stack_hi);
+        dbg_print("gort: faulting pc: %s\n", spawn_site_str((void *)f->pc, site, sizeof site));
         dbg_print("gort: task %lu was spawned at %s\n", (unsigned long)g->id,
                   spawn_site_str(g->spawn_pc, site, sizeof site));
         dbg_print("gort: backtrace of task %lu:\n", (unsigned long)g->id);
@@ -68,12 +69,14 @@ static void *guard_report_sys(void *arg)
     }
     m_t *m = m_self();
     g_t *cur = m ? m->curg : NULL;
-    dbg_print("gort: fatal error: fault at %p, pc %s, in a moved (stale) stack\n",
-              (void *)f->addr, spawn_site_str((void *)f->pc, site, sizeof site));
+    dbg_print("gort: fatal error: fault at %p in a moved (stale) stack\n", (void *)f->addr);
+    dbg_print("gort: faulting pc: %s\n", spawn_site_str((void *)f->pc, site, sizeof site));
     if (cur) {
-        dbg_print("gort: running task %lu (%s), spawned at %s; backtrace:\n",
-                  (unsigned long)cur->id, cur->name ? cur->name : "unnamed",
+        dbg_print("gort: running task %lu (%s)\n", (unsigned long)cur->id,
+                  cur->name ? cur->name : "unnamed");
+        dbg_print("gort: task %lu was spawned at %s\n", (unsigned long)cur->id,
                   spawn_site_str(cur->spawn_pc, site, sizeof site));
+        dbg_print("gort: backtrace of task %lu:\n", (unsigned long)cur->id);
         stack_backtrace_print(f->fp, f->pc, cur->stack_lo, cur->stack_hi);
     }
     gort_throw("stack: use of a stale stack pointer");

@@ -96,11 +96,11 @@ static void check_dive_report(void (*child)(void))
     expect_abort(status, out);
     ck_assert_msg(strstr(out, "gort: fatal error: task 2 (deepdive) overflowed its stack"),
                   "output:\n%s", out);
-    ck_assert_msg(strstr(out, "the guard page under its"), "output:\n%s", out);
+    ck_assert_msg(strstr(out, "in the guard page under its"), "output:\n%s", out);
     ck_assert_msg(strstr(out, "task 2 was spawned at dive_main"), "output:\n%s", out);
-    ck_assert_msg(strstr(out, "backtrace of task 2:\n        dive+"), "output:\n%s", out);
-    /* the faulting PC is in dive too */
-    ck_assert_msg(strstr(out, "at pc dive+"), "output:\n%s", out);
+    /* dive, or a clone of it (dive.constprop.1 at gcc -O3) */
+    ck_assert_msg(strstr(out, "backtrace of task 2:\n        dive"), "output:\n%s", out);
+    ck_assert_msg(strstr(out, "faulting pc: dive"), "output:\n%s", out);
     free(out);
 }
 
