@@ -32,18 +32,23 @@
 
 enum { GUARD_ALTSTACK_SIZE = 64 * 1024 };
 
-static struct sigaction guard_old_segv; /* the actions before ours: written by     */
-static struct sigaction guard_old_bus;  /* guard_install, read by the handler      */
-static bool guard_installed;            /* gort_run thread only (install/uninstall) */
+static struct sigaction guard_old_segv; /* SIGSEGV's action before ours: guard_install
+                                           writes it, the handler reads (may reset) */
+static struct sigaction guard_old_bus;  /* the same for SIGBUS */
+static bool guard_installed;            /* written by the gort_run thread with no M
+                                           running; read by Ms started after it */
 
 /* The sigaltstack this thread got from guard_m_init (NULL: it had one already). */
 static __thread void *guard_altstack __attribute__((tls_model("initial-exec")));
 static __thread stack_t guard_old_altstack __attribute__((tls_model("initial-exec")));
 
+/* What the handler hands to the report on the system stack (its own frame). */
 struct guard_fault {
-    int sig;
-    uintptr_t addr, pc, fp;
-    g_t *g;       /* the task whose guard page was hit, or NULL */
+    int sig;         /* SIGSEGV or SIGBUS */
+    uintptr_t addr;  /* fault address (si_addr, or the 0xdbdb... register value) */
+    uintptr_t pc;    /* faulting instruction */
+    uintptr_t fp;    /* rbp at the fault: the backtrace's start */
+    g_t *g;          /* the task whose guard page was hit, or NULL (stale stack) */
 };
 
 static void *guard_report_sys(void *arg)
