@@ -788,6 +788,7 @@ static void *m_thread_main(void *arg)
     m_t *m = arg;
     m_init_thread_state(m);
     preempt_m_init(m); /* preempt/: this thread's SIGURG timer and altstack */
+    guard_m_init();    /* stackmap/: an altstack for the fault report, if still none */
     rtlock_acquire(&sched.lock);
     m->p = m->nextp;
     m->nextp = NULL;
@@ -796,6 +797,7 @@ static void *m_thread_main(void *arg)
         p_set_m(m->p, m);
     schedule_loop(m);
     preempt_m_exit(m);
+    guard_m_exit();
     gc_thread_stack_release(m->sysstack_lo); /* glibc caches this stack: no stale frames */
     return NULL;
 }
@@ -1033,6 +1035,7 @@ static void teardown(m_t *m0)
         if (!again)
             break;
     }
+    guard_uninstall(); /* m0's altstack and the handler; the Ms removed theirs */
     g_destroy_all();
     for (int i = 0; i < sched.nprocs; i++) {
         p_t *p = sched.allp[i];
@@ -1120,6 +1123,7 @@ int gort_run(void (*main_fn)(void *), void *arg, const gort_config_t *cfg)
         m_set_current_tls(NULL);
         goto out_free_ps;
     }
+    guard_install(); /* stackguard=1 / stackmove=1: the fault report */
     sysmon_start();
     gc_periodic_start(); /* gc: leakcheck_interval_ms */
     schedule_loop(m0);

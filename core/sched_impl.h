@@ -22,6 +22,8 @@
 #define STACKGUARD_PREEMPT ((uintptr_t)-1) /* poisoned guard: every check fails */
 #define STACK_CLASSES 16   /* 2 KiB << 0 .. 2 KiB << 15 (64 MiB) pooled */
 #define SYSSTACK_SIZE (256u * 1024u)
+/* GORT_DEBUG=stackguard=1: the PROT_NONE page directly under every stack's lo */
+#define STACK_GUARD_PAGE 4096u
 
 typedef struct sched {
     rtlock_t lock;            /* sched.lock: global runq, idle lists, allm */
@@ -122,6 +124,13 @@ size_t stackpool_class_size(size_t size);  /* rounds up to the pooled size */
 size_t stackpool_trim(void);               /* gc cycle: frees large pooled blocks */
 extern _Atomic uint64_t stack_bytes_used;
 extern _Atomic uint64_t stack_bytes_pooled;
+
+/* stackmap/guard.c: the fault handler of stackguard=1 / stackmove=1 (gort_run installs
+ * it, teardown removes it) and the per-M sigaltstack it needs (M thread start/end). */
+void guard_install(void);
+void guard_uninstall(void);
+void guard_m_init(void);
+void guard_m_exit(void);
 
 /* alloc.c */
 extern _Atomic int64_t rt_mem_bytes;

@@ -8,8 +8,14 @@
  * (stackpool_trim: the large classes beyond a few per class).
  * Locks: stackpool.lock (rank 90) for the global lists and the chunk list; a P's cache
  * is touched by its owner only.
- * Rejected: one mmap per stack with a guard page — one VMA each, and the kernel's map
- * count (65530) caps that at ~30k tasks; that mode exists as GORT_DEBUG=stackguard=1.
+ * GORT_DEBUG=stackguard=1: no carving; every block of every class is a jemalloc
+ * allocation of its own, page-aligned, one page larger, whose first page is PROT_NONE
+ * (the guard page under the stack, stackmap/guard.c reports hits). The page stays
+ * protected while the block is pooled and is unprotected only when the block goes back
+ * to jemalloc (trim, teardown). Each such stack splits the mappings: the kernel's map
+ * count (65530) caps this mode at ~30k live-or-pooled stacks.
+ * Rejected: one mmap per stack with a guard page as the normal mode — one VMA each,
+ * the same ~30k cap; it is the debug mode above.
  */
 #include <jemalloc/jemalloc.h>
 #include <string.h>
@@ -68,20 +74,38 @@ static bool chunk_record(void *mem)
     return true;
 }
 
+/* stackguard=1: read per call, constant during a gort_run (debug_parse runs before the
+ * first stack and teardown empties the pool before the next parse). */
+static inline bool pool_guarded(void) { return rt_debug.stackguard != 0; }
+
+/* The start of the jemalloc allocation a pooled block lo lives in (large classes). */
+static inline void *block_base(void *lo)
+{
+    return pool_guarded() ? (char *)lo - STACK_GUARD_PAGE : lo;
+}
+
 static void *block_new_locked(size_t bytes)
 {
-    void *mem = mallocx(bytes, MALLOCX_ALIGN(bytes >= CHUNK_SIZE ? CHUNK_SIZE : 4096) |
-                                   MALLOCX_TCACHE_NONE);
+    size_t guard = pool_guarded() ? STACK_GUARD_PAGE : 0;
+    void *mem = mallocx(bytes + guard,
+                        MALLOCX_ALIGN(bytes >= CHUNK_SIZE ? CHUNK_SIZE : 4096) |
+                            MALLOCX_TCACHE_NONE);
     if (!mem)
         return NULL;
-    if (!chunk_record(mem)) {
+    if (guard && mprotect(mem, guard, PROT_NONE) != 0) {
         dallocx(mem, MALLOCX_TCACHE_NONE);
         return NULL;
     }
-    if (bytes >= CHUNK_SIZE)
+    if (!chunk_record(mem)) {
+        if (guard)
+            mprotect(mem, guard, PROT_READ | PROT_WRITE);
+        dallocx(mem, MALLOCX_TCACHE_NONE);
+        return NULL;
+    }
+    if (bytes >= CHUNK_SIZE && !guard)
         madvise(mem, bytes, MADV_HUGEPAGE); /* best effort: the kernel may refuse */
     atomic_fetch_add_explicit(&rt_mem_bytes, (int64_t)sallocx(mem, 0), memory_order_relaxed);
-    return mem;
+    return (char *)mem + guard;
 }
 
 static void *carve_locked(size_t bytes)
@@ -110,7 +134,8 @@ static unsigned global_take(unsigned c, void **out, unsigned want)
         out[n++] = b;
     }
     while (n < want) {
-        void *b = c <= CARVE_MAX_CLASS ? carve_locked(bytes) : block_new_locked(bytes);
+        void *b = c <= CARVE_MAX_CLASS && !pool_guarded() ? carve_locked(bytes)
+                                                           : block_new_locked(bytes);
         if (!b)
             break;
         out[n++] = b;
@@ -141,8 +166,8 @@ void *stackpool_alloc(p_t *p, size_t size)
     void *b = NULL;
     if (p) {
         if (p->stack_cache_n[c] == 0)
-            p->stack_cache_n[c] = (uint8_t)global_take(c, p->stack_cache[c],
-                                                       c <= CARVE_MAX_CLASS ? CACHE_BATCH : 1);
+            p->stack_cache_n[c] = (uint8_t)global_take(
+                c, p->stack_cache[c], c <= CARVE_MAX_CLASS && !pool_guarded() ? CACHE_BATCH : 1);
         if (p->stack_cache_n[c] > 0)
             b = p->stack_cache[c][--p->stack_cache_n[c]];
     } else if (global_take(c, &b, 1) != 1) {
@@ -208,8 +233,11 @@ size_t stackpool_trim(void)
         for (unsigned kept = 0; *link && kept < TRIM_KEEP; kept++)
             link = (void **)*link;
         while (*link) {
-            void *b = *link;
-            *link = *(void **)b;
+            void *lo = *link;
+            *link = *(void **)lo;
+            void *b = block_base(lo);
+            if (b != lo)
+                mprotect(b, STACK_GUARD_PAGE, PROT_READ | PROT_WRITE);
             for (size_t i = 0; i < nchunks; i++) {
                 if (chunks[i] == b) {
                     chunks[i] = chunks[--nchunks];
@@ -231,6 +259,8 @@ size_t stackpool_trim(void)
 void stackpool_destroy(void)
 {
     for (size_t i = 0; i < nchunks; i++) {
+        if (pool_guarded())
+            mprotect(chunks[i], STACK_GUARD_PAGE, PROT_READ | PROT_WRITE);
         atomic_fetch_sub_explicit(&rt_mem_bytes, (int64_t)sallocx(chunks[i], 0),
                                   memory_order_relaxed);
         dallocx(chunks[i], MALLOCX_TCACHE_NONE);

@@ -87,10 +87,12 @@ __asm__(".text\n"
         "  .cfi_endproc\n"
         ".size stack_grow_resume, .-stack_grow_resume\n");
 
-static void *old_block_free_sys(void *unused)
+/* arg: the task that moved (on the system stack g_self() is NULL). */
+static void *old_block_free_sys(void *arg)
 {
+    g_t *g = arg;
     if (stackmap_cfg.stress)
-        stress_quarantine(grow_old_lo, grow_old_size);
+        stress_quarantine(grow_old_lo, grow_old_size, g->id);
     else
         stack_block_free(grow_old_lo, grow_old_size);
     return NULL;
@@ -105,7 +107,7 @@ __attribute__((visibility("hidden"), used)) void stack_grow_finish(uint64_t *reg
     regs[RB_RET] = grow_ret_pc;
     grow_ret_pc = 0;
     grow_g = NULL;
-    sysstack_call(old_block_free_sys, NULL);
+    sysstack_call(old_block_free_sys, g);
     grow_old_lo = NULL;
 }
 

@@ -71,22 +71,29 @@ void *stack_block_alloc(size_t size)
     m_t *m = m_self();
     if (size <= POOL_MAX)
         return stackpool_alloc(m ? m->p : NULL, size);
-    /* Above the pool's classes: a mapping of its own, returned to the kernel on free. */
-    void *b = mmap(NULL, size, PROT_READ | PROT_WRITE,
+    /* Above the pool's classes: a mapping of its own, returned to the kernel on free;
+     * under stackguard=1 with a PROT_NONE page below it, as the pool's blocks. */
+    size_t guard = rt_debug.stackguard ? STACK_GUARD_PAGE : 0;
+    char *b = mmap(NULL, size + guard, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (b == MAP_FAILED)
         return NULL;
-    madvise(b, size, MADV_HUGEPAGE); /* best effort */
+    if (guard && mprotect(b, guard, PROT_NONE) != 0) {
+        munmap(b, size + guard);
+        return NULL;
+    }
+    madvise(b + guard, size, MADV_HUGEPAGE); /* best effort */
     atomic_fetch_add_explicit(&stack_bytes_used, size, memory_order_relaxed);
-    return b;
+    return b + guard;
 }
 
 /* Called by stackpool_free for sizes above the pool (core/stackpool.c hook) and by
  * stack_block_free. Any context. */
 void stack_big_free(void *lo, size_t size)
 {
+    size_t guard = rt_debug.stackguard ? STACK_GUARD_PAGE : 0;
     atomic_fetch_sub_explicit(&stack_bytes_used, size, memory_order_relaxed);
-    munmap(lo, size);
+    munmap((char *)lo - guard, size + guard);
 }
 
 void stack_block_free(void *lo, size_t size)

@@ -279,7 +279,7 @@ int stack_shrink_parked(g_t *g)
     MOVE_FIELD(&s, g->wait_param);
     locks_drop(&l);
     if (stackmap_cfg.stress)
-        stress_quarantine(mv.old_lo, mv.old_size);
+        stress_quarantine(mv.old_lo, mv.old_size, g->id);
     else
         stack_block_free(mv.old_lo, mv.old_size);
     atomic_fetch_add_explicit(&stackmap_n_shrinks, 1, memory_order_relaxed);

@@ -65,14 +65,12 @@ extern stackmap_cfg_t stackmap_cfg;
 void stackmap_config(void);
 
 /* stress.c */
-void stress_quarantine(void *lo, size_t size); /* poisons + keeps an old stack a while */
+void stress_quarantine(void *lo, size_t size, uint64_t task); /* poisons, keeps a while */
 bool stress_fault_explain(uintptr_t addr);     /* names the moved stack holding addr */
 void stress_report_word(g_t *g, uintptr_t old_addr, uint64_t val, uintptr_t pc,
                         uintptr_t cfa);
 void stress_report_nomap(funcinfo_t *fi, uintptr_t pc);
 
-/* guard.c */
-void guard_install(void);
 /* Backtrace of a frame-pointer chain (rbp, pc) to stderr; async-signal-safe enough for
  * fatal paths (dladdr). */
 void stack_backtrace_print(uintptr_t rbp, uintptr_t pc, uintptr_t lo, uintptr_t hi);

@@ -68,15 +68,15 @@ static void quarantine_release_locked(qblock_t *q)
     stack_block_free(q->lo, q->size);
 }
 
-/* Context: sysstack. */
-void stress_quarantine(void *lo, size_t size)
+/* task: the id of the task whose stack it was (the caller knows it: on the system
+ * stack g_self() is NULL). Context: sysstack. */
+void stress_quarantine(void *lo, size_t size, uint64_t task)
 {
-    g_t *g = g_self();
 #if defined(GORT_ASAN)
     __asan_unpoison_memory_region(lo, size); /* the moved frames' redzones */
 #endif
     memset(lo, POISON_BYTE, size);
-    qblock_t q = {.lo = lo, .size = size, .task = g ? g->id : 0};
+    qblock_t q = {.lo = lo, .size = size, .task = task};
     page_span(lo, size, &q.plo, &q.phi);
     if (q.phi > q.plo)
         mprotect((void *)q.plo, q.phi - q.plo, PROT_NONE);
