@@ -181,6 +181,43 @@ static bool rd_form(cursor_t *c, const lineinfo_module_t *m, const line_unit_t *
     }
 }
 
+/* A DWARF 5 entry format: (content type, form) pairs. */
+typedef struct entry_format {
+    unsigned n;
+    uint64_t type_form[LINE_MAX_FORMAT][2];
+} entry_format_t;
+
+static bool rd_entry_format(cursor_t *c, entry_format_t *f)
+{
+    f->n = (unsigned)rd_fixed(c, 1);
+    if (f->n > LINE_MAX_FORMAT)
+        return false;
+    for (unsigned i = 0; i < f->n; i++) {
+        f->type_form[i][0] = rd_uleb(c);
+        f->type_form[i][1] = rd_uleb(c);
+    }
+    return !c->bad;
+}
+
+/* One directory or file entry: its path ("" if none) and directory index (0 if none). */
+static bool rd_entry(cursor_t *c, const lineinfo_module_t *m, const line_unit_t *u,
+                     const entry_format_t *f, const char **path, uint64_t *dix)
+{
+    *path = "";
+    *dix = 0;
+    for (unsigned i = 0; i < f->n; i++) {
+        const char *s;
+        uint64_t v;
+        if (!rd_form(c, m, u, f->type_form[i][1], &s, &v))
+            return false;
+        if (f->type_form[i][0] == DW_LNCT_path && s)
+            *path = s;
+        else if (f->type_form[i][0] == DW_LNCT_directory_index)
+            *dix = v;
+    }
+    return true;
+}
+
 /* Writes "dir/file:line" for file index `file` of unit u. */
 static bool unit_file_name(const lineinfo_module_t *m, const line_unit_t *u, uint64_t file,
                            unsigned line, char *out, size_t len)
@@ -191,49 +228,27 @@ static bool unit_file_name(const lineinfo_module_t *m, const line_unit_t *u, uin
     const char *name = NULL;
     uint64_t dir = 0;
     if (u->version >= 5) {
-        uint64_t fmt[LINE_MAX_FORMAT][2];
-        unsigned nfmt = (unsigned)rd_fixed(&c, 1);
-        if (nfmt > LINE_MAX_FORMAT)
+        /* two tables, each an entry format then its entries: directories, files */
+        entry_format_t fmt;
+        if (!rd_entry_format(&c, &fmt))
             return false;
-        for (unsigned i = 0; i < nfmt; i++) {
-            fmt[i][0] = rd_uleb(&c);
-            fmt[i][1] = rd_uleb(&c);
-        }
         uint64_t n = rd_uleb(&c);
         for (uint64_t d = 0; d < n && !c.bad; d++) {
-            const char *path = NULL;
-            for (unsigned i = 0; i < nfmt; i++) {
-                const char *s;
-                uint64_t v;
-                if (!rd_form(&c, m, u, fmt[i][1], &s, &v))
-                    return false;
-                if (fmt[i][0] == DW_LNCT_path)
-                    path = s;
-            }
+            const char *path;
+            uint64_t dix;
+            if (!rd_entry(&c, m, u, &fmt, &path, &dix))
+                return false;
             if (ndirs < LINE_MAX_DIRS)
-                dirs[ndirs++] = path ? path : "";
+                dirs[ndirs++] = path;
         }
-        nfmt = (unsigned)rd_fixed(&c, 1);
-        if (nfmt > LINE_MAX_FORMAT)
+        if (!rd_entry_format(&c, &fmt))
             return false;
-        for (unsigned i = 0; i < nfmt; i++) {
-            fmt[i][0] = rd_uleb(&c);
-            fmt[i][1] = rd_uleb(&c);
-        }
         n = rd_uleb(&c);
         for (uint64_t f = 0; f < n && !c.bad; f++) {
-            const char *path = NULL;
-            uint64_t dix = 0;
-            for (unsigned i = 0; i < nfmt; i++) {
-                const char *s;
-                uint64_t v;
-                if (!rd_form(&c, m, u, fmt[i][1], &s, &v))
-                    return false;
-                if (fmt[i][0] == DW_LNCT_path)
-                    path = s;
-                else if (fmt[i][0] == DW_LNCT_directory_index)
-                    dix = v;
-            }
+            const char *path;
+            uint64_t dix;
+            if (!rd_entry(&c, m, u, &fmt, &path, &dix))
+                return false;
             if (f == file) {
                 name = path;
                 dir = dix;

@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "sched_impl.h"
@@ -51,4 +53,30 @@ int test_main(Suite *s)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+char *test_child_run(void (*fn)(void), int *status)
+{
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    fflush(stderr); /* nothing of the parent's buffered output repeats in the child */
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(pfd[1], 2);
+        close(pfd[0]);
+        close(pfd[1]);
+        fn();
+        _exit(0);
+    }
+    close(pfd[1]);
+    size_t cap = 1 << 16, len = 0;
+    char *out = calloc(cap + 1, 1);
+    ck_assert_ptr_nonnull(out);
+    ssize_t n;
+    while (len < cap && (n = read(pfd[0], out + len, cap - len)) > 0)
+        len += (size_t)n;
+    close(pfd[0]);
+    waitpid(pid, status, 0);
+    return out;
 }

@@ -35,6 +35,11 @@ uint64_t test_seed(const char *test_name, uint64_t fallback);
 /* splitmix64: a small, fast PRNG for tests (state is the caller's). */
 uint64_t test_rand(uint64_t *state);
 
+/* Runs fn() in a forked child whose stderr goes to a pipe; returns what the child
+ * wrote (at most 64 KiB, NUL-terminated, the caller frees it) and stores its wait
+ * status in *status. For fatal-error reports: the child is expected to die. */
+char *test_child_run(void (*fn)(void), int *status);
+
 /* Runs a test suite the standard way; returns the process exit code for main(). */
 int test_main(Suite *s);
 

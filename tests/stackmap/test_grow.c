@@ -193,30 +193,6 @@ END_TEST
 
 /* ------------------------------------------------------------ fatal errors */
 
-/* Runs fn in a child process with stderr captured; returns the text and exit status. */
-static char *child_run(void (*fn)(void), int *status)
-{
-    int pfd[2];
-    ck_assert_int_eq(pipe(pfd), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        dup2(pfd[1], 2);
-        close(pfd[0]);
-        fn();
-        _exit(0);
-    }
-    close(pfd[1]);
-    size_t cap = 1 << 16, len = 0;
-    char *out = calloc(cap + 1, 1);
-    ssize_t n;
-    while ((n = read(pfd[0], out + len, cap - len)) > 0 && len < cap)
-        len += (size_t)n;
-    close(pfd[0]);
-    waitpid(pid, status, 0);
-    return out;
-}
-
 static NOINLINE uint64_t runaway(uint64_t n)
 {
     GORT_FRAME();
@@ -245,7 +221,7 @@ static void limit_child(void)
 START_TEST(test_stack_limit_fatal)
 {
     int status;
-    char *out = child_run(limit_child, &status);
+    char *out = test_child_run(limit_child, &status);
     ck_assert(WIFSIGNALED(status));
     ck_assert_msg(strstr(out, "(runaway) exceeded its 262144-byte stack limit") != NULL,
                   "output: %s", out);
@@ -280,7 +256,7 @@ static void canary_child(void)
 START_TEST(test_canary_fatal)
 {
     int status;
-    char *out = child_run(canary_child, &status);
+    char *out = test_child_run(canary_child, &status);
     ck_assert(WIFSIGNALED(status));
     ck_assert_msg(strstr(out, "canary") != NULL, "output: %s", out);
     free(out);

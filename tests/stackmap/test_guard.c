@@ -22,31 +22,6 @@ static void debug_add(const char *knob)
     setenv("GORT_DEBUG", buf, 1);
 }
 
-/* Runs fn in a child with stderr on a pipe; returns what it wrote, *status its end. */
-static char *child_run(void (*fn)(void), int *status)
-{
-    int pfd[2];
-    ck_assert_int_eq(pipe(pfd), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        dup2(pfd[1], 2);
-        close(pfd[0]);
-        close(pfd[1]);
-        fn();
-        _exit(0);
-    }
-    close(pfd[1]);
-    size_t cap = 1 << 16, len = 0;
-    char *out = calloc(cap + 1, 1);
-    ssize_t n;
-    while (len < cap && (n = read(pfd[0], out + len, cap - len)) > 0)
-        len += (size_t)n;
-    close(pfd[0]);
-    waitpid(pid, status, 0);
-    return out;
-}
-
 static void expect_abort(int status, const char *out)
 {
     ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
@@ -92,7 +67,7 @@ static void dive_child2(void) { dive_child_run(2); }
 static void check_dive_report(void (*child)(void))
 {
     int status;
-    char *out = child_run(child, &status);
+    char *out = test_child_run(child, &status);
     expect_abort(status, out);
     ck_assert_msg(strstr(out, "gort: fatal error: task 2 (deepdive) overflowed its stack"),
                   "output:\n%s", out);
@@ -146,7 +121,7 @@ static void chain_child(void)
 START_TEST(test_guard_chains_foreign_faults)
 {
     int status;
-    char *out = child_run(chain_child, &status);
+    char *out = test_child_run(chain_child, &status);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 7, "status %#x, output:\n%s",
                   status, out);
     ck_assert_msg(strstr(out, "own handler: SIGSEGV"), "output:\n%s", out);
@@ -189,7 +164,7 @@ static void stale_child(void)
 START_TEST(test_stale_stack_report)
 {
     int status;
-    char *out = child_run(stale_child, &status);
+    char *out = test_child_run(stale_child, &status);
     expect_abort(status, out);
     /* the quarantined block records the task that moved (issue 3: it said task 0) */
     ck_assert_msg(strstr(out, "inside the old stack"), "output:\n%s", out);
@@ -235,7 +210,7 @@ static void stale_value_child(void)
 START_TEST(test_stale_value_report)
 {
     int status;
-    char *out = child_run(stale_value_child, &status);
+    char *out = test_child_run(stale_value_child, &status);
     expect_abort(status, out);
     ck_assert_msg(strstr(out, "gort: stackmove: fault at"), "output:\n%s", out);
     ck_assert_msg(strstr(out, "in a moved (stale) stack"), "output:\n%s", out);
