@@ -183,11 +183,14 @@ static void timer_start_as(rtimer_t *t, uint32_t state)
     p_t *p = timer_home_p();
     if (unlikely(!p))
         gort_throw("timer: start with no runtime running");
+    /* Read before the unlock: once t is in the heap another M may run it, and a
+     * handoff timer's fn may free it (gort_after's record) before we look again. */
+    int64_t when = t->when;
     rtlock_acquire(&p->timers_lock);
     bool first = heap_add(p, t, state);
     rtlock_release(&p->timers_lock);
     if (first)
-        sched_wake_for_timer(t->when);
+        sched_wake_for_timer(when);
 }
 
 void timer_start(rtimer_t *t) { timer_start_as(t, TIMER_QUEUED); }
