@@ -277,6 +277,7 @@ static struct {
     uint64_t ret2, acc2;        /* after the wake-up (regrown) */
     bool guard1, guard2, guard3; /* fresh, grown, shrunk+regrown */
     size_t parked_size, woken_size; /* stack size before the park, right after it */
+    g_t *self;                  /* the task, for main to see its stack size while parked */
 } res[NTASKS];
 
 static void normal_task(void *arg)
@@ -288,6 +289,7 @@ static void normal_task(void *arg)
     res[k].ret = deep(DEPTH + (uint64_t)k, &acc);
     res[k].guard2 = own_guard_ok();
     res[k].parked_size = g_self()->stack_hi - g_self()->stack_lo;
+    __atomic_store_n(&res[k].self, g_self(), __ATOMIC_RELEASE);
     __atomic_store_n(&res[k].acc, acc, __ATOMIC_RELEASE); /* main polls it */
     gort_chan_recv(release, NULL); /* parked: the gc cycles shrink this stack */
     res[k].woken_size = g_self()->stack_hi - g_self()->stack_lo;
@@ -323,16 +325,22 @@ static void normal_main(void *arg)
             break;
         gort_yield();
     }
-    /* gc cycles (one halving per parked task each) until several in a row shrink
-     * nothing: every task is then parked at its smallest stack (a task still between
-     * its store above and the park shrinks in a later cycle) */
+    /* gc cycles (one halving per parked task each) until every task's stack is
+     * smaller than when it parked and then several in a row shrink nothing (a task
+     * still between its store above and the park shrinks in a later cycle; the
+     * sizes are read between cycles, when the stacks only change in a cycle) */
     gort_stats_t st;
     gort_stats(&st);
     uint64_t before = st.stack_shrinks, last = before;
-    for (int cycle = 0, idle = 0; cycle < 300 && idle < 5; cycle++) {
+    for (int cycle = 0, idle = 0; cycle < 3000 && idle < 5; cycle++) {
         leaks_cycle();
         gort_stats(&st);
-        idle = st.stack_shrinks == last ? idle + 1 : 0;
+        bool all_shrunk = true;
+        for (int k = 0; k < NTASKS && all_shrunk; k++) {
+            g_t *t = __atomic_load_n(&res[k].self, __ATOMIC_ACQUIRE); /* NULL: not there yet */
+            all_shrunk = t && (size_t)(t->stack_hi - t->stack_lo) < res[k].parked_size;
+        }
+        idle = all_shrunk && st.stack_shrinks == last ? idle + 1 : 0;
         last = st.stack_shrinks;
         gort_sleep(100000);
     }
