@@ -30,6 +30,7 @@
 #include "preempt/preempt.h"
 #include "rt.h"
 #include "sched_impl.h"
+#include "stackmap/stackmap.h"
 #include "timer.h"
 
 #if defined(GORT_TSAN)
@@ -940,7 +941,6 @@ void gort_stats(gort_stats_t *out)
         out->preempt_async += __atomic_load_n(&p->n_preempt_async, __ATOMIC_RELAXED);
     }
     /* relaxed: statistics (stackmap/relocate.c, shrink.c) */
-    extern _Atomic uint64_t stackmap_n_grows, stackmap_n_shrinks;
     out->stack_grows = atomic_load_explicit(&stackmap_n_grows, memory_order_relaxed);
     out->stack_shrinks = atomic_load_explicit(&stackmap_n_shrinks, memory_order_relaxed);
     out->stack_bytes = atomic_load_explicit(&stack_bytes_used, memory_order_relaxed);

@@ -18,15 +18,6 @@ enum { MANY = 100000 };
 enum { MANY = 10000 }; /* -O0 spawns and scans ~10x slower */
 #endif
 
-static void t_recv(void *arg)
-{
-    GORT_FRAME();
-    gort_chan_t *c = arg;
-    int v;
-    note_rc(gort_chan_recv(c, &v));
-    atomic_fetch_add(&finished, 1);
-}
-
 static void t_select(void *arg)
 {
     GORT_FRAME();
@@ -43,7 +34,7 @@ static NOINLINE void spawn_many(void)
 {
     gort_chan_t *a = mkchan(0), *b = mkchan(0);
     for (int i = 0; i < MANY - 1000; i++)
-        ck_assert_int_eq(gort_go(t_recv, a), 0);
+        ck_assert_int_eq(gort_go(t_recv_chan, a), 0);
     for (int i = 0; i < 1000; i++)
         ck_assert_int_eq(gort_go(t_select, b), 0);
 }
@@ -93,7 +84,7 @@ static NOINLINE void spawn_ten(void)
 {
     gort_chan_t *c = mkchan(0);
     for (int i = 0; i < 10; i++)
-        ck_assert_int_eq(gort_go(i % 2 ? t_recv : t_select, c), 0);
+        ck_assert_int_eq(gort_go(i % 2 ? t_recv_chan : t_select, c), 0);
 }
 
 static void cancel_mode_main(void *arg)

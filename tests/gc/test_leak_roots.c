@@ -18,15 +18,6 @@
 
 #include "leak_testutil.h"
 
-static void t_recv(void *arg)
-{
-    GORT_FRAME();
-    gort_chan_t *c = arg;
-    int v;
-    note_rc(gort_chan_recv(c, &v));
-    atomic_fetch_add(&finished, 1);
-}
-
 /* ------------------------------------------------ reachable from the program */
 
 static gort_chan_t *global_chan;
@@ -36,14 +27,14 @@ static gort_chan_t *outer;      /* a channel whose buffer holds another channel 
 static NOINLINE void spawn_reachable(void)
 {
     global_chan = gort_chan_make(sizeof(int), 0);
-    ck_assert_int_eq(gort_go(t_recv, global_chan), 0);
+    ck_assert_int_eq(gort_go(t_recv_chan, global_chan), 0);
     heap_slot = malloc(sizeof *heap_slot);
     *heap_slot = gort_chan_make(sizeof(int), 0);
-    ck_assert_int_eq(gort_go(t_recv, *heap_slot), 0);
+    ck_assert_int_eq(gort_go(t_recv_chan, *heap_slot), 0);
     outer = gort_chan_make(sizeof(gort_chan_t *), 1);
     gort_chan_t *inner = gort_chan_make(sizeof(int), 0);
     ck_assert_int_eq(gort_chan_send(outer, &inner), 0);
-    ck_assert_int_eq(gort_go(t_recv, inner), 0);
+    ck_assert_int_eq(gort_go(t_recv_chan, inner), 0);
 }
 
 static NOINLINE void drop_global(void)
@@ -218,7 +209,7 @@ static void t_busy(void *arg)
 static NOINLINE void plant_leaks(void)
 {
     for (int i = 0; i < PLANTED; i++)
-        ck_assert_int_eq(gort_go(t_recv, mkchan(0)), 0);
+        ck_assert_int_eq(gort_go(t_recv_chan, mkchan(0)), 0);
 }
 
 static void busy_main(void *arg)

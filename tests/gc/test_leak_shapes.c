@@ -455,6 +455,19 @@ static NOINLINE void check_records(int s)
     __asm__ volatile("" : : "r"(out) : "memory");
 }
 
+/* Frees what a shape run leaves: the masked context, the ballast, the hidden channels
+ * (no task may still wait on one). */
+static void shape_cleanup(void)
+{
+    if (fixed_ctx) {
+        gort_ctx_free((gort_ctx_t *)(fixed_ctx ^ HIDE_MASK));
+        fixed_ctx = 0;
+        gort_sleep(2000000);
+    }
+    ballast_free();
+    free_hidden();
+}
+
 static void shapes_main(void *arg)
 {
     GORT_FRAME();
@@ -479,13 +492,7 @@ static void shapes_main(void *arg)
             for (int i = 0; i < nhidden; i++)
                 gort_chan_close((gort_chan_t *)(hidden[i] ^ HIDE_MASK));
             gort_sleep(5000000);
-            if (fixed_ctx) {
-                gort_ctx_free((gort_ctx_t *)(fixed_ctx ^ HIDE_MASK));
-                fixed_ctx = 0;
-                gort_sleep(2000000);
-            }
-            ballast_free();
-            free_hidden();
+            shape_cleanup();
             return;
         }
         shape_found = 1;
@@ -505,13 +512,7 @@ static void shapes_main(void *arg)
         gort_sleep(60000000);
         ck_assert_int_eq(gort_leaks(NULL, 0), 0);
     }
-    if (fixed_ctx) {
-        gort_ctx_free((gort_ctx_t *)(fixed_ctx ^ HIDE_MASK));
-        fixed_ctx = 0;
-        gort_sleep(2000000);
-    }
-    ballast_free();
-    free_hidden();
+    shape_cleanup();
 }
 
 START_TEST(test_shape_leaks)
