@@ -333,35 +333,43 @@ static bool unit_parse(cursor_t *c, line_unit_t *u)
     return u->files_at <= u->program;
 }
 
+/* The last row a line program emitted. */
+typedef struct line_row {
+    bool valid;     /* false at a sequence's start */
+    uint64_t addr;
+    uint64_t file;
+    int64_t line;
+} line_row_t;
+
+/* A row at address a (file f, line l) was emitted: the previous row covers
+ * [prev->addr, a). True, with *file and *line, when that range holds target. */
+static bool line_row(line_row_t *prev, uint64_t a, uint64_t f, int64_t l, uint64_t target,
+                     uint64_t *file, unsigned *line)
+{
+    if (prev->valid && prev->addr <= target && target < a) {
+        *file = prev->file;
+        *line = prev->line > 0 ? (unsigned)prev->line : 0;
+        return true;
+    }
+    *prev = (line_row_t){true, a, f, l};
+    return false;
+}
+
 /* Runs unit u's program: true with *file and *line of the row covering addr. */
 static bool unit_find(const line_unit_t *u, uint64_t addr, uint64_t *file, unsigned *line)
 {
     cursor_t c = {u->program, u->end, false};
     uint64_t a = 0, f = 1;
     int64_t l = 1;
-    bool have_prev = false;
-    uint64_t prev_a = 0, prev_f = 0;
-    int64_t prev_l = 0;
-    /* The row emitted before one at address `row_a` covers [prev_a, row_a). */
-#define LINE_ROW(row_a)                                                                  \
-    do {                                                                                 \
-        if (have_prev && prev_a <= addr && addr < (row_a)) {                             \
-            *file = prev_f;                                                              \
-            *line = prev_l > 0 ? (unsigned)prev_l : 0;                                   \
-            return true;                                                                 \
-        }                                                                                \
-        have_prev = true;                                                                \
-        prev_a = (row_a);                                                                \
-        prev_f = f;                                                                      \
-        prev_l = l;                                                                      \
-    } while (0)
+    line_row_t prev = {0};
     while (c.p < c.end && !c.bad) {
         unsigned op = (unsigned)rd_fixed(&c, 1);
         if (op >= u->opcode_base) {
             unsigned adj = op - u->opcode_base;
             a += (uint64_t)(adj / u->line_range) * u->min_inst;
             l += u->line_base + (int)(adj % u->line_range);
-            LINE_ROW(a);
+            if (line_row(&prev, a, f, l, addr, file, line))
+                return true;
             continue;
         }
         switch (op) {
@@ -374,8 +382,9 @@ static bool unit_find(const line_unit_t *u, uint64_t addr, uint64_t *file, unsig
             const uint8_t *next = c.p + n;
             unsigned sub = (unsigned)rd_fixed(&c, 1);
             if (sub == DW_LNE_end_sequence) {
-                LINE_ROW(a);
-                have_prev = false;
+                if (line_row(&prev, a, f, l, addr, file, line))
+                    return true;
+                prev.valid = false;
                 a = 0;
                 f = 1;
                 l = 1;
@@ -385,7 +394,10 @@ static bool unit_find(const line_unit_t *u, uint64_t addr, uint64_t *file, unsig
             c.p = next;
             break;
         }
-        case DW_LNS_copy: LINE_ROW(a); break;
+        case DW_LNS_copy:
+            if (line_row(&prev, a, f, l, addr, file, line))
+                return true;
+            break;
         case DW_LNS_advance_pc: a += rd_uleb(&c) * u->min_inst; break;
         case DW_LNS_advance_line: l += rd_sleb(&c); break;
         case DW_LNS_set_file: f = rd_uleb(&c); break;
@@ -401,7 +413,6 @@ static bool unit_find(const line_unit_t *u, uint64_t addr, uint64_t *file, unsig
             break;
         }
     }
-#undef LINE_ROW
     return false;
 }
 
