@@ -1037,6 +1037,7 @@ static void teardown(m_t *m0)
     }
     guard_uninstall(); /* m0's altstack and the handler; the Ms removed theirs */
     g_destroy_all();
+    stress_quarantine_drain();
     for (int i = 0; i < sched.nprocs; i++) {
         p_t *p = sched.allp[i];
         stackpool_flush_p(p);

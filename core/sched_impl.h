@@ -131,6 +131,9 @@ void guard_install(void);
 void guard_uninstall(void);
 void guard_m_init(void);
 void guard_m_exit(void);
+/* stackmap/stress.c: teardown gives the quarantined old stacks back to the pool before
+ * the pool is destroyed (they are slices of its chunks). */
+void stress_quarantine_drain(void);
 
 /* alloc.c */
 extern _Atomic int64_t rt_mem_bytes;

@@ -264,6 +264,8 @@ void stack_move_sys(stack_move_t *mv)
         mv->rc = -ENOMEM;
         return;
     }
+    if (stackmap_cfg.stress)
+        stress_check_fresh(nb, mv->new_size, g->id);
     size_t old_size = g->stack_hi - g->stack_lo;
     reloc_t r = {
         .lo = g->stack_lo,

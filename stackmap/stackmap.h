@@ -67,6 +67,8 @@ void stackmap_config(void);
 /* stress.c */
 void stress_quarantine(void *lo, size_t size, uint64_t task); /* poisons, keeps a while */
 bool stress_fault_explain(uintptr_t addr);     /* names the moved stack holding addr */
+void stress_check_fresh(const void *lo, size_t size, uint64_t task); /* throws on overlap */
+unsigned stress_quarantine_len(void);
 void stress_report_word(g_t *g, uintptr_t old_addr, uint64_t val, uintptr_t pc,
                         uintptr_t cfa);
 void stress_report_nomap(funcinfo_t *fi, uintptr_t pc);

@@ -66,6 +66,7 @@ static void quarantine_release_locked(qblock_t *q)
         }
     }
     stack_block_free(q->lo, q->size);
+    q->lo = NULL; /* stress_fault_explain scans every slot */
 }
 
 /* task: the id of the task whose stack it was (the caller knows it: on the system
@@ -91,8 +92,11 @@ void stress_quarantine(void *lo, size_t size, uint64_t task)
     rtlock_release(&stress_lock);
 }
 
-/* Empties the quarantine (teardown-like points: the shrink test, gort_run's end is not
- * hooked, so pooled memory simply waits in it). */
+/* Empties the quarantine: gort_run's teardown, before the pool frees its chunks. A
+ * block left in it would outlive its chunk, and released in a later gort_run it
+ * would unprotect and "free" into the pool memory that pool had handed out again: one
+ * block owned twice. Context: any thread, no P needed (blocks go to the global lists
+ * when the caller has none). */
 void stress_quarantine_drain(void)
 {
     rtlock_acquire(&stress_lock);
@@ -102,6 +106,35 @@ void stress_quarantine_drain(void)
         q_len--;
     }
     rtlock_release(&stress_lock);
+}
+
+/* A block the pool just handed out must not overlap one still in quarantine: that
+ * would be one block owned twice (the defect stress_quarantine_drain's comment
+ * describes). Checked at every stress move, on the new block. Context: sysstack. */
+void stress_check_fresh(const void *lo, size_t size, uint64_t task)
+{
+    uintptr_t a = (uintptr_t)lo, b = a + size;
+    rtlock_acquire(&stress_lock);
+    for (unsigned i = 0; i < q_len; i++) {
+        const qblock_t *q = &quarantine[(q_head + i) % QUARANTINE_MAX];
+        if (a < (uintptr_t)q->lo + q->size && (uintptr_t)q->lo < b) {
+            dbg_print("gort: stackmove: task %lu was given the stack block [%p, %p), which "
+                      "overlaps the quarantined old stack [%p, %p) of task %lu\n",
+                      (unsigned long)task, lo, (void *)b, q->lo,
+                      (void *)((char *)q->lo + q->size), (unsigned long)q->task);
+            gort_throw("stack: the pool handed out a block that is still in quarantine");
+        }
+    }
+    rtlock_release(&stress_lock);
+}
+
+/* Blocks in quarantine now (tests: teardown must leave none). */
+unsigned stress_quarantine_len(void)
+{
+    rtlock_acquire(&stress_lock);
+    unsigned n = q_len;
+    rtlock_release(&stress_lock);
+    return n;
 }
 
 /* Signal context: names the quarantined stack holding addr, if any. No lock (a fault

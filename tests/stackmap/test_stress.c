@@ -98,6 +98,32 @@ START_TEST(test_stress_many)
 }
 END_TEST
 
+/* gort_run's teardown empties the quarantine: its blocks are slices of the pool's
+ * chunks, which teardown gives back to jemalloc. A block left in it used to be
+ * "released" into the pool of a later gort_run in the same process, whose chunks
+ * reused that memory: one block owned by two tasks (issue 3's seeds 8012, 11824,
+ * 25647 of shrink_parked_kinds). Back-to-back runs, each leaving moved stacks behind,
+ * must each start with an empty quarantine and never hand out a quarantined block
+ * (stress_check_fresh throws). */
+unsigned stress_quarantine_len(void); /* stackmap/stress.c */
+
+START_TEST(test_stress_runs_back_to_back)
+{
+    uint64_t seed = test_seed("stress_back_to_back", 11);
+    for (int run = 0; run < 12; run++) {
+        atomic_store(&bad, 0);
+        atomic_store(&done, 0);
+        uint64_t s = seed + (uint64_t)run;
+        uint64_t moves0 = atomic_load(&stackmap_n_grows);
+        test_run(many_main, &s, 1 + (run & 1), 0);
+        ck_assert_int_eq(atomic_load(&bad), 0);
+        /* the run moved stacks, so the quarantine held blocks before teardown */
+        ck_assert_uint_gt(atomic_load(&stackmap_n_grows) - moves0, 64);
+        ck_assert_uint_eq(stress_quarantine_len(), 0);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("stackmap_stress");
@@ -105,6 +131,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_stress_cases);
     tcase_add_test(tc, test_stress_many);
+    tcase_add_test(tc, test_stress_runs_back_to_back);
     suite_add_tcase(s, tc);
     return test_main(s);
 }
