@@ -180,12 +180,18 @@ static void sync_fix(const shrink_ctx_t *s, g_t *g)
     g->waiting = w;
 }
 
-/* The block size a shrink moves to, or 0 when g stays as it is. */
+/* The block size a shrink moves to, or 0 when g stays as it is. Never below the size
+ * the task started with: the main task's 64 KiB and a gort_go_opts stack_min are
+ * promises to code without GORT_FRAME (printf deep in main_fn), which only the
+ * canary would catch, after the fact. (Periodic cycles used to halve the parked
+ * main task down to 2 KiB: the canary fired when it woke.) */
 static size_t shrink_target(g_t *g, uintptr_t sp)
 {
     size_t size = g->stack_hi - g->stack_lo;
     size_t used = g->stack_hi - sp;
     size_t floor = sched.stack_min > STACK_FLOOR ? sched.stack_min : STACK_FLOOR;
+    if (g->stack_min && stackpool_class_size(g->stack_min) > floor)
+        floor = stackpool_class_size(g->stack_min);
     size_t half = size / 2;
     if (half < floor || used >= size / 4 || used + STACK_SLACK + 512 > half)
         return 0;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "core/sched_impl.h"
 #include "leak_testutil.h"
 
 static int saved_fd = -1;
@@ -228,6 +229,82 @@ START_TEST(test_outside_task)
 }
 END_TEST
 
+/* Periodic cycles shrink parked stacks too (no gort_leaks call here), and never take
+ * a task below the size it started with: the main task, parked in gort_sleep while
+ * the cycles run, keeps its 64 KiB (it used to be halved down to 2 KiB, and the
+ * canary fired when it woke). */
+static gort_chan_t *deep_ch;      /* a global: the deep task is not leaked */
+static g_t *_Atomic deep_task;
+static _Atomic int deep_ok;
+
+static NOINLINE uint64_t deep_sum(uint64_t n)
+{
+    GORT_FRAME();
+    volatile uint64_t pad[8] = {n};
+    if (!n)
+        return 0;
+    uint64_t r = deep_sum(n - 1); /* the frame stays live across the call */
+    return r + pad[0] + pad[7];
+}
+
+static void t_deep_parker(void *arg)
+{
+    GORT_FRAME();
+    (void)arg;
+    uint64_t got = deep_sum(3000); /* ~3000 frames of 100+ bytes: a 512 KiB stack */
+    uint64_t tok[2] = {got, 77};
+    atomic_store(&deep_task, g_self());
+    uint64_t v = 0;
+    int rc = gort_chan_recv(deep_ch, &v);
+    atomic_store(&deep_ok, rc == 0 && v == 5 && tok[0] == 3000ull * 3001 / 2 && tok[1] == 77);
+}
+
+static void shrink_main(void *arg)
+{
+    GORT_FRAME();
+    (void)arg;
+    g_t *self = g_self();
+    size_t main_size = self->stack_hi - self->stack_lo;
+    deep_ch = gort_chan_make(sizeof(uint64_t), 0);
+    atomic_store(&deep_task, NULL);
+    atomic_store(&deep_ok, 0);
+    ck_assert_int_eq(gort_go(t_deep_parker, NULL), 0);
+    g_t *g;
+    while (!(g = atomic_load(&deep_task)) ||
+           atomic_load_explicit(&g->status, memory_order_relaxed) != G_WAITING)
+        gort_yield();
+    size_t before = g->stack_hi - g->stack_lo;
+    ck_assert_uint_ge(before, 256 * 1024);
+    gort_stats_t s0, s1;
+    gort_stats(&s0);
+    ck_assert_int_eq(gort_leakcheck_interval(1), 0);
+    /* one halving per cycle: wait (bounded) until it is down to the default stack */
+    for (int i = 0; i < 2000 && g->stack_hi - g->stack_lo > sched.stack_min; i++)
+        gort_sleep(1000000);
+    ck_assert_int_eq(gort_leakcheck_interval(0), 0);
+    gort_stats(&s1);
+    ck_assert_uint_eq(g->stack_hi - g->stack_lo, sched.stack_min);
+    ck_assert_uint_ge(s1.stack_shrinks - s0.stack_shrinks,
+                      (uint64_t)__builtin_ctzl(before / sched.stack_min));
+    ck_assert_uint_eq(self->stack_hi - self->stack_lo, main_size); /* never below its 64 KiB */
+    uint64_t v = 5;
+    ck_assert_int_eq(gort_chan_send(deep_ch, &v), 0);
+    while (gort_ntasks() > 1)
+        gort_yield();
+    ck_assert_int_eq(atomic_load(&deep_ok), 1); /* the value and its locals survived */
+    gort_chan_free(deep_ch);
+}
+
+START_TEST(test_periodic_cycles_shrink)
+{
+    stderr_capture();
+    test_run(shrink_main, NULL, 1 + _i, 0);
+    char *log = stderr_restore();
+    ck_assert_int_eq(count_str(log, "gort: leak check:"), 0); /* nothing leaked */
+    free(log);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gc_leak_periodic");
@@ -238,6 +315,7 @@ int main(void)
     tcase_add_loop_test(tc, test_deadlock_still_reported, 0, 2);
     tcase_add_loop_test(tc, test_debug_knob, 0, 2);
     tcase_add_test(tc, test_outside_task);
+    tcase_add_loop_test(tc, test_periodic_cycles_shrink, 0, 2);
     tcase_add_test(tc, test_trackheap_not_built);
     suite_add_tcase(s, tc);
     return test_main(s);

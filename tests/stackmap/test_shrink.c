@@ -332,6 +332,44 @@ START_TEST(test_shrink_deep_to_floor)
 }
 END_TEST
 
+/* A task spawned with a stack_min is never shrunk below it: the size is a promise to
+ * its code without GORT_FRAME (the main task's 64 KiB likewise). It grows to 1 MiB,
+ * parks, and twelve cycles take it down to exactly its 64 KiB. */
+enum { OPTS_MIN = 64 * 1024 };
+
+static void opts_main(void *arg)
+{
+    (void)arg;
+    deep_ch = gort_chan_make(8, 0);
+    atomic_store(&deep_ok, 0);
+    atomic_store(&deep_g, NULL);
+    gort_go_opts_t o = {.name = "opts", .stack_min = OPTS_MIN};
+    ck_assert_int_eq(gort_go_opts(&o, deep_parker, (void *)(size_t)(1u << 20)), 0);
+    for (uint64_t round = 0; round < 3; round++) {
+        g_t *g;
+        while (!(g = atomic_load(&deep_g)) ||
+               atomic_load_explicit(&g->status, memory_order_relaxed) != G_WAITING)
+            gort_yield();
+        ck_assert_uint_ge(stack_size_of(g), 1u << 20);
+        for (int i = 0; i < 12; i++)
+            ck_assert_int_ge(leaks_cycle(), 0);
+        ck_assert_uint_eq(stack_size_of(g), OPTS_MIN);
+        atomic_store(&deep_g, NULL);
+        uint64_t v = round * 31;
+        ck_assert_int_eq(gort_chan_send(deep_ch, &v), 0);
+    }
+    while (gort_ntasks() > 1)
+        gort_yield();
+    gort_chan_free(deep_ch);
+}
+
+START_TEST(test_shrink_keeps_requested_size)
+{
+    test_run(opts_main, NULL, 1 + _i, 0);
+    ck_assert_int_eq(atomic_load(&deep_ok), 1);
+}
+END_TEST
+
 /* ------------------------------------------------------------ pool trim */
 
 enum { TRIM_TASKS = 8 };
@@ -460,6 +498,7 @@ int main(void)
     tcase_set_timeout(tc, 110);
     tcase_add_test(tc, test_shrink_parked_kinds);
     tcase_add_test(tc, test_shrink_deep_to_floor);
+    tcase_add_loop_test(tc, test_shrink_keeps_requested_size, 0, 2);
     tcase_add_test(tc, test_shrink_trims_pool);
     tcase_add_test(tc, test_shrink_never_async_preempted);
     suite_add_tcase(s, tc);
