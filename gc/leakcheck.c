@@ -13,6 +13,8 @@
  * channel or an empty select are reported but not cancelled (those calls return void
  * or never return).
  */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/chan.h"
@@ -37,6 +39,8 @@ struct cycle_req {
     int64_t stw_ns, mark_ns;
     size_t nlive;          /* MODE_PERIODIC: tasks that are roots by state */
     size_t ntimers;        /* MODE_PERIODIC: timers queued, world stopped */
+    char *text;            /* the report, formatted while stopped (malloc'd; NULL: none) */
+    size_t text_len;
 };
 
 /* Unlinks w from whichever queue of its channel holds it. World stopped. */
@@ -141,9 +145,22 @@ static void *cycle_sys(void *arg)
     if (rc == 0) {
         if (q->mode & MODE_PERIODIC)
             periodic_keep_new(&set, q);
-        /* Reported with the world still stopped: names and records stay valid. */
-        if (q->report && set.n)
-            report_print(q->report, &set);
+        /* Formatted with the world still stopped (names, records and backtraces stay
+         * valid) and written by the caller once it runs again (report_write): a
+         * stopped task may hold the FILE's lock (flockfile around code that reaches a
+         * GORT_FRAME check, or stopped asynchronously inside its own code), and
+         * writing now would wait for it forever. The text buffer is program heap but
+         * holds no binary address, so later cycles' root scans find nothing in it.
+         * No memory for it: printed now, as before. */
+        if (q->report && set.n) {
+            FILE *mem = open_memstream(&q->text, &q->text_len);
+            if (mem) {
+                report_print(mem, &set);
+                fclose(mem);
+            } else {
+                report_print(q->report, &set);
+            }
+        }
         if (q->out)
             leaks_fill(&set, q->out, q->max);
         q->rc = set.n > INT32_MAX ? INT32_MAX : (int)set.n;
@@ -164,6 +181,72 @@ static void *cycle_sys(void *arg)
     leak_set_free(&set);
     stw_start();
     return NULL;
+}
+
+/* ------------------------------------------------------------ writing reports */
+
+struct report_out {
+    FILE *f;
+    char *text;
+    size_t len;
+};
+
+/* System stack (stdio to an unbuffered stream is ~11 KiB deep); the caller holds the
+ * FILE's lock. */
+static void *report_write_locked_sys(void *arg)
+{
+    struct report_out *o = arg;
+    fwrite_unlocked(o->text, 1, o->len, o->f);
+    fflush_unlocked(o->f);
+    free(o->text);
+    return NULL;
+}
+
+/* Task context: waits for the FILE's lock by sleeping, so the task holding it (maybe
+ * on this P) runs and lets go, then writes. Nothing between ftrylockfile and
+ * funlockfile switches: the lock belongs to this thread. */
+static void report_write(FILE *f, char *text, size_t len)
+{
+    if (!text)
+        return;
+    while (ftrylockfile(f) != 0)
+        gort_sleep(100000);
+    struct report_out o = {f, text, len};
+    sysstack_call(report_write_locked_sys, &o);
+    funlockfile(f);
+}
+
+/* A periodic report that found stderr locked waits here for the next fire or the end
+ * of the run (periodic cycles run on a scheduler's system stack, where nothing may
+ * wait for a task). Guarded by world_busy. */
+static char *periodic_pending;
+static size_t periodic_pending_len;
+
+/* Appends text to the pending report and writes it all if stderr's lock is free.
+ * Context: g0 (periodic_fire), holding world_busy. */
+static void periodic_report_write(char *text, size_t len)
+{
+    if (text) {
+        if (!periodic_pending) {
+            periodic_pending = text;
+            periodic_pending_len = len;
+        } else {
+            char *both = realloc(periodic_pending, periodic_pending_len + len);
+            if (both) {
+                memcpy(both + periodic_pending_len, text, len);
+                periodic_pending = both;
+                periodic_pending_len += len;
+            } /* no memory: this report is dropped, the earlier one kept */
+            free(text);
+        }
+    }
+    if (!periodic_pending || ftrylockfile(stderr) != 0)
+        return;
+    struct report_out o = {stderr, periodic_pending, periodic_pending_len};
+    report_write_locked_sys(&o);
+    funlockfile(stderr);
+    periodic_pending = NULL;
+    periodic_pending_len = 0;
 }
 
 static int64_t last_stw_ns, last_mark_ns; /* the last cycle's phases (benchmarks) */
@@ -204,6 +287,7 @@ static __attribute__((noinline)) int cycle_run(int mode, FILE *report, gort_leak
     last_stw_ns = q.stw_ns;
     last_mark_ns = q.mark_ns;
     atomic_store_explicit(&world_busy, 0, memory_order_release);
+    report_write(report, q.text, q.text_len);
     return q.rc;
 }
 
@@ -267,6 +351,7 @@ static void periodic_fire(rtimer_t *t, int64_t now)
                                                          memory_order_relaxed)) {
         struct cycle_req q = {.mode = MODE_PERIODIC, .report = stderr};
         cycle_sys(&q); /* g0: already on the system stack */
+        periodic_report_write(q.text, q.text_len);
         last_stw_ns = q.stw_ns;
         last_mark_ns = q.mark_ns;
         atomic_store_explicit(&world_busy, 0, memory_order_release);
@@ -308,6 +393,20 @@ int gort_leakcheck_interval(uint32_t ms)
 
 int leakcheck_at_exit(int rc)
 {
+    /* a periodic report still waiting for stderr (main task context: it can wait) */
+    int expect = 0;
+    /* acquire: pairs with periodic_fire's release; the pending text is world_busy's */
+    while (!atomic_compare_exchange_weak_explicit(&world_busy, &expect, 1,
+                                                  memory_order_acquire, memory_order_relaxed)) {
+        expect = 0;
+        gort_yield();
+    }
+    char *pending = periodic_pending;
+    size_t pending_len = periodic_pending_len;
+    periodic_pending = NULL;
+    periodic_pending_len = 0;
+    atomic_store_explicit(&world_busy, 0, memory_order_release);
+    report_write(stderr, pending, pending_len);
     if (!rt_debug.leakcheck)
         return rc;
     int n = cycle_run(MODE_LEAKS, stderr, NULL, 0);

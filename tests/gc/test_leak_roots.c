@@ -14,8 +14,10 @@
  * this suite; under ASan the detector still runs at every other suite's teardown. */
 /* ctest-timeout: 120 */
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 
+#include "gc/gc.h"
 #include "leak_testutil.h"
 
 /* ------------------------------------------------ reachable from the program */
@@ -300,6 +302,60 @@ START_TEST(test_leakcheck_exit_fails_run)
 }
 END_TEST
 
+/* ------------------------------------------------ reports are written with the world running */
+
+/* A report is formatted while the world is stopped but written once it runs again: a
+ * stopped task may hold the FILE's lock (flockfile), and a write with the world stopped
+ * would wait for it forever. An unbuffered stream whose writes note whether a stop is
+ * in force shows where the writes happen (each fprintf used to be one, mid-stop). */
+static _Atomic int report_writes, report_writes_stopped;
+static char report_text[16384];
+static size_t report_text_len;
+
+static ssize_t report_cookie_write(void *cookie, const char *buf, size_t n)
+{
+    (void)cookie;
+    atomic_fetch_add(&report_writes, 1);
+    if (atomic_load(&stw_requested))
+        atomic_fetch_add(&report_writes_stopped, 1);
+    size_t room = sizeof report_text - 1 - report_text_len;
+    size_t k = n < room ? n : room;
+    memcpy(report_text + report_text_len, buf, k);
+    report_text_len += k;
+    report_text[report_text_len] = 0;
+    return (ssize_t)n;
+}
+
+static void report_stream_main(void *arg)
+{
+    GORT_FRAME();
+    (void)arg;
+    counters_reset();
+    atomic_store(&report_writes, 0);
+    atomic_store(&report_writes_stopped, 0);
+    report_text_len = 0;
+    report_text[0] = 0;
+    ck_assert_int_eq(gort_go(t_recv_chan, mkchan(0)), 0); /* one leak */
+    ck_assert_int_eq(leaks_settle(1), 1);
+    FILE *f = fopencookie(NULL, "w", (cookie_io_functions_t){.write = report_cookie_write});
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(setvbuf(f, NULL, _IONBF, 0), 0);
+    ck_assert_int_eq(gort_leakcheck(f), 1);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_int_gt(atomic_load(&report_writes), 0);
+    ck_assert_int_eq(atomic_load(&report_writes_stopped), 0);
+    ck_assert_ptr_nonnull(strstr(report_text, "gort: leak check: 1 leaked task in 1 group"));
+    ck_assert_ptr_nonnull(strstr(report_text, "chan receive"));
+    cancel_and_reap(1, 1);
+    free_hidden();
+}
+
+START_TEST(test_report_written_world_running)
+{
+    test_run(report_stream_main, NULL, 1 + _i, 0);
+}
+END_TEST
+
 /* ------------------------------------------------ SIGQUIT: grouped dump, exit 2 */
 
 static void quit_main(void *arg)
@@ -327,6 +383,7 @@ int main(void)
     tcase_add_loop_test(tc, test_chain_of_1000, 0, 2);
     tcase_add_test(tc, test_detector_while_running);
     tcase_add_loop_test(tc, test_leakcheck_exit_fails_run, 0, 2);
+    tcase_add_loop_test(tc, test_report_written_world_running, 0, 2);
     tcase_add_exit_test(tc, test_sigquit_dumps_and_exits_2, 2);
     suite_add_tcase(s, tc);
     return test_main(s);
