@@ -16,6 +16,8 @@
  * Locks: three leaf spinlocks (extents, objects, gc maps), never held across a call
  * that takes another runtime lock; extent hooks run under jemalloc's locks and so take
  * only theirs.
+ * The tracked-heap layer's blocks join the snapshot (gc/tracked.c); its extents and own
+ * memory join the owned ranges. The containers are gc/addrset.h's, shared with it.
  * Rejected: jemalloc introspection per pointer (no interior-pointer lookup in its API);
  * scanning all anonymous memory as roots (jemalloc metadata and tcache stacks hold
  * stale pointers to runtime objects: every leak would be hidden).

@@ -25,6 +25,9 @@
  * reachable. Repeated until nothing changes; the tasks left are leaked.
  * No false positives: every doubt (an address we cannot classify, an object the registry
  * lost) counts as reachable.
+ * Tracked-heap mode (gc/tracked.c): the program's malloc'd blocks are objects like
+ * runtime ones (their arena is not a root), and the layer's registry stays frozen from
+ * the snapshot to the end of the fixed point, so no block is freed under the scan.
  * Context: sysstack of the stopper, world stopped.
  */
 #include <errno.h>
