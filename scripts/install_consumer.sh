@@ -100,6 +100,7 @@ th_static=$(pkg-config --static --libs gort_trackheap |
     sed 's/-lgort_trackheap\b/-l:libgort_trackheap.a/; s/-lgort\b/-l:libgort.a/')
 step "pkg-config --static gort_trackheap: $th_static"
 # shellcheck disable=SC2046
+# shellcheck disable=SC2086 # word splitting of the flags is intended
 $cc -o "$tmp/pc_trackheap_static" "$here/consumer/consumer.c" $(pkg-config --cflags gort_trackheap) $th_static
 run_trackheap "$tmp/pc_trackheap_static"
 
