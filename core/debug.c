@@ -151,7 +151,7 @@ static const struct {
 
 void debug_parse(const char *env)
 {
-    rt_debug = (rt_debug_t){.quit_dump = 1};
+    rt_debug = (rt_debug_t){.quit_dump = 1, .trackheap = -1};
     if (!env)
         return;
     const char *s = env;

@@ -78,7 +78,8 @@ typedef struct rt_debug {
     int quit_dump;   /* SIGQUIT prints the dump (default 1) */
     int leakcheck;   /* at gort_run's end: 0 off, 1 report, 2 exit (fail), 3 cancel */
     int leakcheck_interval_ms; /* periodic leak checks (gc/), as gort_leakcheck_interval */
-    int trackheap;   /* tracked-heap leak detection (gc/): not built, the detector -ENOSYS */
+    int trackheap;   /* tracked heap (gc/tracked.c): -1 unset (on when the layer is linked),
+                        0 off, 1 required (-ENOTSUP without the layer) */
 } rt_debug_t;
 extern RT_HIDDEN rt_debug_t rt_debug;
 void debug_parse(const char *env);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "core/rt.h"
+#include "gc/addrset.h"
 
 /* ------------------------------------------------ hooks called by core/ */
 
@@ -66,11 +67,6 @@ enum { GC_CANCELLED = 1, GC_REPORTED = 2 };
 
 /* ------------------------------------------------ shared inside gc/ */
 
-/* A half-open address range. */
-typedef struct range {
-    uintptr_t lo, hi;
-} range_t;
-
 /* Memory the gc itself maps (registry, scratch): never a root, never an object. */
 void *gc_map(size_t bytes);
 void gc_unmap(void *p, size_t bytes);
@@ -83,6 +79,28 @@ void *gc_scratch(int slot, size_t bytes);
 /* Copies the ranges gc_map handed out and the runtime arena's extents into out (at most
  * max); returns the count (may exceed max: call again with more room). */
 size_t heap_owned_ranges(range_t *out, size_t max);
+
+/* The tracked-heap mode (gc/tracked.c): the program's malloc'd blocks, recorded by
+ * libgort_trackheap, are traced like runtime objects and its arena is not a root.
+ * heap_tracked_start: gort_run, after GORT_DEBUG is parsed: decides the mode for the run
+ * (prints one line when trackheap=1 asks for a layer that is not linked).
+ * heap_tracked_status: 1 traced, 0 the heap is a root, -ENOTSUP asked for but absent.
+ * Freeze/thaw bracket a cycle's marking: while frozen no block is registered or freed
+ * (a thread the stop does not stop waits in malloc/free), so every block copied stays
+ * valid until the scan ends. Between them nothing may call malloc.
+ * heap_tracked_blocks: copies the blocks (frozen) into out; with max 0 returns their
+ * count; SIZE_MAX when the layer lost one (no memory): no verdict then.
+ * heap_tracked_owned: the layer's arena extents and own maps (never roots); count as
+ * heap_owned_ranges. All are no-ops returning 0 when the mode is off.
+ * heap_tracked_text: the layer's code, which no task may be stopped in (it holds its
+ * registry's locks); false when no layer is linked. */
+void heap_tracked_start(void);
+int heap_tracked_status(void);
+void heap_tracked_freeze(void);
+void heap_tracked_thaw(void);
+size_t heap_tracked_blocks(range_t *out, size_t max);
+size_t heap_tracked_owned(range_t *out, size_t max);
+bool heap_tracked_text(uintptr_t *lo, uintptr_t *hi);
 
 /* Sorts by lo (radix sort; lo must be 8-aligned). World stopped or gc-private. */
 void range_sort(range_t *a, size_t n);

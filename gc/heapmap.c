@@ -16,6 +16,8 @@
  * Locks: three leaf spinlocks (extents, objects, gc maps), never held across a call
  * that takes another runtime lock; extent hooks run under jemalloc's locks and so take
  * only theirs.
+ * The tracked-heap layer's blocks join the snapshot (gc/tracked.c); its extents and own
+ * memory join the owned ranges. The containers are gc/addrset.h's, shared with it.
  * Rejected: jemalloc introspection per pointer (no interior-pointer lookup in its API);
  * scanning all anonymous memory as roots (jemalloc metadata and tcache stacks hold
  * stale pointers to runtime objects: every leak would be hidden).
@@ -85,100 +87,20 @@ void gc_unmap(void *p, size_t bytes)
 
 /* ------------------------------------------------------------ extents */
 
-static spin_t ext_lock;        /* leaf; taken inside jemalloc's extent hooks */
-static range_t *ext;           /* sorted, disjoint, non-adjacent; ext_lock */
-static size_t next, ext_cap;   /* ext_lock */
-
-static bool ext_reserve_locked(size_t want)
-{
-    if (want <= ext_cap)
-        return true;
-    size_t cap = ext_cap ? ext_cap * 2 : 256;
-    while (cap < want)
-        cap *= 2;
-    range_t *n = gc_map(cap * sizeof *n);
-    if (!n)
-        return false;
-    if (ext)
-        memcpy(n, ext, next * sizeof *n);
-    range_t *old = ext;
-    size_t oldcap = ext_cap;
-    ext = n;
-    ext_cap = cap;
-    gc_unmap(old, oldcap * sizeof *old);
-    return true;
-}
-
-/* First index whose hi > a. */
-static size_t ext_find(uintptr_t a)
-{
-    size_t lo = 0, hi = next;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (ext[mid].hi <= a)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
+static spin_t ext_lock;   /* leaf; taken inside jemalloc's extent hooks */
+static rangeset_t ext;    /* ext_lock */
 
 static void ext_add(uintptr_t a, uintptr_t b)
 {
     spin_lock(&ext_lock);
-    if (!ext_reserve_locked(next + 1)) {
-        spin_unlock(&ext_lock);
-        return; /* unrecorded: its objects are still registered; only roots widen */
-    }
-    size_t i = ext_find(a > 0 ? a - 1 : a); /* may merge with a range ending at a */
-    size_t j = i;
-    while (j < next && ext[j].lo <= b) {
-        if (ext[j].lo < a)
-            a = ext[j].lo;
-        if (ext[j].hi > b)
-            b = ext[j].hi;
-        j++;
-    }
-    /* ranges [i, j) merge into [a, b) */
-    if (j == i) {
-        memmove(&ext[i + 1], &ext[i], (next - i) * sizeof *ext);
-        next++;
-    } else if (j > i + 1) {
-        memmove(&ext[i + 1], &ext[j], (next - j) * sizeof *ext);
-        next -= j - i - 1;
-    }
-    ext[i] = (range_t){a, b};
+    rangeset_add(&ext, a, b, gc_map, gc_unmap); /* unrecorded: only roots widen */
     spin_unlock(&ext_lock);
 }
 
 static void ext_del(uintptr_t a, uintptr_t b)
 {
     spin_lock(&ext_lock);
-    if (!ext_reserve_locked(next + 1)) { /* a split needs one more slot */
-        spin_unlock(&ext_lock);
-        return; /* still recorded as owned: only roots narrow, never wrongly */
-    }
-    size_t i = ext_find(a);
-    while (i < next && ext[i].lo < b) {
-        range_t r = ext[i];
-        if (r.lo < a && r.hi > b) { /* split */
-            memmove(&ext[i + 1], &ext[i], (next - i) * sizeof *ext);
-            next++;
-            ext[i].hi = a;
-            ext[i + 1].lo = b;
-            break;
-        }
-        if (r.lo < a) {
-            ext[i].hi = a;
-            i++;
-        } else if (r.hi > b) {
-            ext[i].lo = b;
-            break;
-        } else {
-            memmove(&ext[i], &ext[i + 1], (next - i - 1) * sizeof *ext);
-            next--;
-        }
-    }
+    rangeset_del(&ext, a, b, gc_map, gc_unmap); /* still recorded: roots narrow, never wrongly */
     spin_unlock(&ext_lock);
 }
 
@@ -303,105 +225,30 @@ size_t heap_owned_ranges(range_t *out, size_t max)
             out[n] = gc_maps[i];
     spin_unlock(&maps_lock);
     spin_lock(&ext_lock);
-    for (size_t i = 0; i < next; i++, n++)
-        if (n < max)
-            out[n] = ext[i];
+    n += rangeset_copy(&ext, n < max ? out + n : NULL, n < max ? max - n : 0);
     spin_unlock(&ext_lock);
+    n += heap_tracked_owned(n < max ? out + n : NULL, n < max ? max - n : 0);
     return n;
 }
 
 /* ------------------------------------------------------------ objects */
 
-typedef struct obj_slot {
-    uintptr_t key;  /* object start; 0 = empty */
-    size_t size;    /* usable size */
-} obj_slot_t;
-
-static spin_t obj_lock;        /* leaf */
-static obj_slot_t *objs;       /* obj_lock */
-static size_t objs_cap;        /* power of two; obj_lock */
-static size_t objs_n;          /* obj_lock */
-
-static inline size_t obj_hash(uintptr_t k, size_t mask)
-{
-    return (size_t)(((k >> 4) * 0x9e3779b97f4a7c15ull) >> 20) & mask;
-}
-
-static void obj_insert_locked(uintptr_t k, size_t size)
-{
-    size_t mask = objs_cap - 1;
-    size_t i = obj_hash(k, mask);
-    while (objs[i].key && objs[i].key != k)
-        i = (i + 1) & mask;
-    if (!objs[i].key)
-        objs_n++;
-    objs[i] = (obj_slot_t){k, size};
-}
-
-static bool obj_grow_locked(void)
-{
-    size_t cap = objs_cap ? objs_cap * 2 : 4096;
-    obj_slot_t *n = gc_map(cap * sizeof *n);
-    if (!n)
-        return false;
-    obj_slot_t *old = objs;
-    size_t oldcap = objs_cap;
-    objs = n;
-    objs_cap = cap;
-    objs_n = 0;
-    for (size_t i = 0; i < oldcap; i++)
-        if (old[i].key)
-            obj_insert_locked(old[i].key, old[i].size);
-    gc_unmap(old, oldcap * sizeof *old);
-    return true;
-}
-
-static bool objs_lost; /* an insert failed (no memory): cycles must not trust the table */
+static spin_t obj_lock;   /* leaf */
+static blocktab_t objs;   /* obj_lock */
+static bool objs_lost;    /* an insert failed (no memory): cycles must not trust the table */
 
 void heap_obj_add(void *p, size_t size)
 {
     spin_lock(&obj_lock);
-    if (2 * (objs_n + 1) > objs_cap && !obj_grow_locked()) {
+    if (!blocktab_add(&objs, (uintptr_t)p, size, 4096, gc_map, gc_unmap))
         objs_lost = true;
-        spin_unlock(&obj_lock);
-        return;
-    }
-    obj_insert_locked((uintptr_t)p, size);
     spin_unlock(&obj_lock);
 }
 
 void heap_obj_del(void *p)
 {
-    uintptr_t k = (uintptr_t)p;
     spin_lock(&obj_lock);
-    if (!objs_cap) {
-        spin_unlock(&obj_lock);
-        return;
-    }
-    size_t mask = objs_cap - 1;
-    size_t i = obj_hash(k, mask);
-    while (objs[i].key && objs[i].key != k)
-        i = (i + 1) & mask;
-    if (objs[i].key) {
-        /* backward-shift deletion keeps every probe chain unbroken */
-        size_t j = i;
-        for (;;) {
-            objs[i].key = 0;
-            for (;;) {
-                j = (j + 1) & mask;
-                if (!objs[j].key)
-                    goto out_done;
-                size_t h = obj_hash(objs[j].key, mask);
-                /* can objs[j] move to i? only if its home is not in (i, j] cyclically */
-                if (i <= j ? (h <= i || h > j) : (h <= i && h > j))
-                    break;
-            }
-            objs[i] = objs[j];
-            i = j;
-        }
-out_done:
-        objs_n--;
-    }
+    blocktab_del(&objs, (uintptr_t)p);
     spin_unlock(&obj_lock);
 }
 
@@ -478,17 +325,22 @@ range_t *heap_objs_snapshot(size_t *nout)
         spin_unlock(&obj_lock);
         return NULL;
     }
-    size_t n = objs_n;
-    range_t *a = gc_scratch(SCR_OBJS, (n + 1) * sizeof *a);
+    /* the tracked heap's blocks are traced like runtime objects; the caller has frozen
+     * its registry (heap_tracked_freeze), so the count holds until the copy */
+    size_t nt = heap_tracked_blocks(NULL, 0);
+    if (nt == SIZE_MAX) {
+        spin_unlock(&obj_lock);
+        return NULL;
+    }
+    size_t n = objs.n;
+    range_t *a = gc_scratch(SCR_OBJS, (n + nt + 1) * sizeof *a);
     if (!a) {
         spin_unlock(&obj_lock);
         return NULL;
     }
-    size_t k = 0;
-    for (size_t i = 0; i < objs_cap && k < n; i++)
-        if (objs[i].key)
-            a[k++] = (range_t){objs[i].key, objs[i].key + objs[i].size};
+    size_t k = blocktab_copy(&objs, a, n);
     spin_unlock(&obj_lock);
+    k += heap_tracked_blocks(a + k, nt);
     range_sort(a, k);
     *nout = k;
     return a;

@@ -261,8 +261,8 @@ static __attribute__((noinline)) int cycle_run(int mode, FILE *report, gort_leak
     g_t *self = m->curg;
     if (!self || m->on_sysstack)
         return -EPERM;
-    if (rt_debug.trackheap)
-        return -ENOSYS; /* tracked-heap mode is not built: no answer rather than a wrong one */
+    if (heap_tracked_status() < 0)
+        return -ENOTSUP; /* trackheap=1 without the layer: no answer rather than a wrong one */
     int expect = 0;
     /* acquire: pairs with the release below; one cycle at a time */
     while (!atomic_compare_exchange_weak_explicit(&world_busy, &expect, 1,
@@ -374,7 +374,7 @@ void gc_periodic_start(void)
 {
     periodic_timer = (rtimer_t){.fn = periodic_fire};
     atomic_store_explicit(&periodic_armed, 0, memory_order_relaxed);
-    int ms = rt_debug.trackheap ? 0 : rt_debug.leakcheck_interval_ms;
+    int ms = heap_tracked_status() < 0 ? 0 : rt_debug.leakcheck_interval_ms;
     atomic_store_explicit(&periodic_ns, ms > 0 ? (int64_t)ms * 1000000 : 0, memory_order_relaxed);
     periodic_kick();
 }
@@ -384,8 +384,8 @@ int gort_leakcheck_interval(uint32_t ms)
     m_t *m = m_self();
     if (!sched.allp || !m || !m->curg)
         return -EPERM;
-    if (rt_debug.trackheap)
-        return -ENOSYS;
+    if (heap_tracked_status() < 0)
+        return -ENOTSUP;
     atomic_store_explicit(&periodic_ns, (int64_t)ms * 1000000, memory_order_relaxed);
     periodic_kick();
     return 0;

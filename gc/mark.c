@@ -25,6 +25,9 @@
  * reachable. Repeated until nothing changes; the tasks left are leaked.
  * No false positives: every doubt (an address we cannot classify, an object the registry
  * lost) counts as reachable.
+ * Tracked-heap mode (gc/tracked.c): the program's malloc'd blocks are objects like
+ * runtime ones (their arena is not a root), and the layer's registry stays frozen from
+ * the snapshot to the end of the fixed point, so no block is freed under the scan.
  * Context: sysstack of the stopper, world stopped.
  */
 #include <errno.h>
@@ -511,9 +514,13 @@ int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp)
 {
     marker_t mk = {0};
     int rc = -ENOMEM;
+    /* tracked heap: no block comes or goes until the scan is done (no malloc here) */
+    heap_tracked_freeze();
     mk.objs = heap_objs_snapshot(&mk.nobjs);
-    if (!mk.objs)
+    if (!mk.objs) {
+        heap_tracked_thaw();
         return -ENOMEM; /* or the registry lost an object: report nothing, never guess */
+    }
     mk.objs_lo = mk.nobjs ? mk.objs[0].lo : 0;
     mk.objs_hi = 0;
     for (size_t i = 0; i < mk.nobjs; i++)
@@ -636,5 +643,6 @@ int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp)
             rc = leak_add(out, mk.tasks[i].g, now);
 
 out_free:
+    heap_tracked_thaw();
     return rc;
 }

@@ -87,6 +87,7 @@ uintptr_t gc_run_frame;
 void gc_run_start(uintptr_t frame)
 {
     gc_run_frame = frame;
+    heap_tracked_start();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = rt_debug.quit_dump ? quit_handler : SIG_DFL;

@@ -331,9 +331,12 @@ typedef struct gort_leak {
 /* Runs the leak detector now (a gc cycle: stops the world at safe points, marks,
  * resumes); fills up to max entries (out NULL ok) and returns the count of leaked tasks
  * (may exceed max), 0 outside a runtime, -EPERM outside a task, -EAGAIN when some
- * running task did not reach a safe point within 1 s, -ENOMEM; -ENOSYS under
- * GORT_DEBUG=trackheap=1 (the tracked-heap mode, where the program's malloc'd memory
- * would be traced instead of being a root, is not built: gc/README.md). `name` stays valid while
+ * running task did not reach a safe point within 1 s, -ENOMEM; -ENOTSUP under
+ * GORT_DEBUG=trackheap=1 when libgort_trackheap is not linked (gort_trackheap_status).
+ * What it can see: by default the program's heap is a root, so a channel kept only in a
+ * malloc'd struct that only leaked tasks reference is missed (never a false report);
+ * with libgort_trackheap linked, malloc'd blocks are traced and such leaks are found
+ * (gc/README.md, "Tracked heap"). `name` stays valid while
  * the task lives, `spawn_site` for the life of the process. Task context; switches
  * (the caller yields while another cycle runs); does not move the caller's stack. */
 GORT_API int gort_leaks(gort_leak_t *out, size_t max);
@@ -355,9 +358,19 @@ GORT_API int gort_leaks_cancel(void);
  * whole run by GORT_DEBUG=leakcheck_interval_ms=N. They pause while every task is
  * blocked and no timer is queued, so gort_run still reports a deadlock. (Not a
  * gort_config_t field: that struct's size is fixed ABI.) 0, -EPERM outside a task,
- * -ENOSYS under GORT_DEBUG=trackheap=1.
+ * -ENOTSUP as gort_leaks.
  * Does not block. */
 GORT_API int gort_leakcheck_interval(uint32_t ms);
+/* Tracked-heap mode: whether the leak detector traces the program's malloc'd memory.
+ * It does when the program links libgort_trackheap before libc and jemalloc
+ * (`-lgort_trackheap -lgort`, pkg-config gort_trackheap, CMake gort::trackheap) or runs
+ * with LD_PRELOAD=libgort_trackheap.so: that library becomes the program's malloc and
+ * records every block. GORT_DEBUG=trackheap=0 turns the tracing off with the layer
+ * present; trackheap=1 without it makes the detector's calls return -ENOTSUP (and
+ * prints one line). Returns 1 when this run traces the heap, 0 when the heap is a root,
+ * -ENOTSUP when trackheap=1 found no layer; outside a run, 1 if the layer is linked,
+ * else 0. Any thread. Cost of the layer: perf/README.md ("malloc"). */
+GORT_API int gort_trackheap_status(void);
 
 #ifdef __cplusplus
 }

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gc/gc.h"
 #include "preempt/preempt.h"
 
 /* core/arch/text_begin.S, text_end.S: the bounds of the runtime's code. */
@@ -57,7 +58,7 @@ static pc_table_t *_Atomic safepc_table;
 static const char *const unsafe_modules[] = {
     "libc.so",     "ld-linux",   "ld.so",     "libpthread", "libjemalloc", "libunwind",
     "libgcc_s",    "linux-vdso", "libasan",   "libubsan",   "libtsan",     "liblsan",
-    "libdl.so",    "librt.so",   NULL,
+    "libdl.so",    "librt.so",   "libgort_trackheap", NULL,
 };
 
 /* growable range list used while building */
@@ -195,6 +196,12 @@ int safepc_build(void)
     dl_iterate_phdr(phdr_cb, &b);
     if (b.main_is_runtime)
         range_add(&b, (uintptr_t)gort_text_begin_, (uintptr_t)gort_text_end_, false);
+    /* the tracked-heap layer holds its registry's locks in its code: a task stopped
+     * there would stop a gc cycle (gc/tracked.c); linked statically it is part of the
+     * program's range, so its bounds come from the layer itself */
+    uintptr_t th_lo, th_hi;
+    if (heap_tracked_text(&th_lo, &th_hi))
+        range_add(&b, th_lo, th_hi, false);
     if (b.err) {
         builder_free(&b);
         return b.err;

@@ -2,10 +2,12 @@
 # scripts/install_consumer.sh BUILD_DIR — the `install_consumer` ctest.
 #
 # Installs BUILD_DIR into a fresh temporary prefix with `cmake --install`, then builds
-# scripts/consumer/consumer.c against what was installed, four ways, and runs each:
+# scripts/consumer/consumer.c against what was installed, seven ways, and runs each:
 #   pkg-config, shared:   cc consumer.c $(pkg-config --cflags --libs gort)
 #   pkg-config, static:   the same with --static and libgort.a named explicitly
-#   find_package(gort):   gort::gort (static) and gort::gort_shared
+#   pkg-config gort_trackheap, shared and static: the tracked-heap layer as the malloc
+#   find_package(gort):   gort::gort (static), gort::gort_shared, and
+#                         gort::trackheap + gort::gort (component trackheap)
 # Nothing from the source or build tree may leak in: the include path, the libraries and
 # the package files all come from the prefix.
 set -euo pipefail
@@ -38,7 +40,9 @@ cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" || {
     cat "$tmp/install.log" >&2; exit 1; }
 libdir=$(dirname "$(find "$prefix" -name 'libgort.a' -print -quit)")
 for f in include/gort.h; do [[ -f $prefix/$f ]] || { echo "missing $f" >&2; exit 1; }; done
-for f in libgort.a libgort.so libgort.so.0 pkgconfig/gort.pc cmake/gort/gortConfig.cmake \
+for f in libgort.a libgort.so libgort.so.0 pkgconfig/gort.pc libgort_trackheap.a \
+         libgort_trackheap.so libgort_trackheap.so.0 pkgconfig/gort_trackheap.pc \
+         cmake/gort/gortConfig.cmake \
          cmake/gort/gortConfigVersion.cmake cmake/gort/gortTargets.cmake; do
     [[ -e $libdir/$f ]] || { echo "install_consumer: missing $libdir/$f" >&2; exit 1; }
 done
@@ -74,6 +78,32 @@ if grep -q libgort <<<"$deps"; then
 fi
 run_consumer "$tmp/pc_static"
 
+# The tracked-heap layer (trackheap/README.md): it must end up as the program's malloc,
+# shared and static. GORT_DEBUG=trackheap=1 makes a run without it say so on stderr.
+run_trackheap() {
+    local err
+    err=$(GORT_DEBUG=trackheap=1 run_consumer "$@" 2>&1 >/dev/null) || {
+        echo "$err" >&2; exit 1; }
+    if grep -q "needs libgort_trackheap" <<<"$err"; then
+        echo "install_consumer: $1 runs without the tracked-heap layer:" >&2
+        echo "$err" >&2; exit 1
+    fi
+    nm -D --defined-only "$1" 2>/dev/null | grep -qw malloc ||
+        ldd "$1" | grep -q libgort_trackheap || {
+        echo "install_consumer: $1 does not get malloc from libgort_trackheap" >&2; exit 1; }
+}
+step "pkg-config --libs gort_trackheap: $(pkg-config --libs gort_trackheap)"
+# shellcheck disable=SC2046
+$cc -o "$tmp/pc_trackheap" "$here/consumer/consumer.c" $(pkg-config --cflags --libs gort_trackheap)
+LD_LIBRARY_PATH=$libdir run_trackheap "$tmp/pc_trackheap"
+th_static=$(pkg-config --static --libs gort_trackheap |
+    sed 's/-lgort_trackheap\b/-l:libgort_trackheap.a/; s/-lgort\b/-l:libgort.a/')
+step "pkg-config --static gort_trackheap: $th_static"
+# shellcheck disable=SC2046
+# shellcheck disable=SC2086 # word splitting of the flags is intended
+$cc -o "$tmp/pc_trackheap_static" "$here/consumer/consumer.c" $(pkg-config --cflags gort_trackheap) $th_static
+run_trackheap "$tmp/pc_trackheap_static"
+
 step "find_package(gort)"
 cmake -S "$here/consumer" -B "$tmp/cmake-build" -DCMAKE_PREFIX_PATH="$prefix" \
     -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$tmp/cmake.log" || {
@@ -85,4 +115,5 @@ run_consumer "$tmp/cmake-build/consumer_shared"
 deps=$(ldd "$tmp/cmake-build/consumer_shared")
 grep -q "$libdir/libgort.so.0" <<<"$deps" || {
     echo "install_consumer: consumer_shared does not load $libdir/libgort.so.0" >&2; exit 1; }
-echo "install_consumer: 4 consumers built and ran"
+run_trackheap "$tmp/cmake-build/consumer_trackheap"
+echo "install_consumer: 7 consumers built and ran (3 with the tracked-heap layer)"

@@ -23,17 +23,6 @@
 #define LEAK_FOUND_STRICT 1
 #else
 #define LEAK_FOUND_STRICT 0
-/* A task that receives once on the channel it was given (arg) and counts itself
- * finished; a cancelled receive is counted in `cancelled`. */
-static inline void t_recv_chan(void *arg)
-{
-    GORT_FRAME();
-    gort_chan_t *c = arg;
-    int v;
-    note_rc(gort_chan_recv(c, &v));
-    atomic_fetch_add(&finished, 1);
-}
-
 #endif
 #define ck_assert_found(n, want)                                                         \
     do {                                                                                 \

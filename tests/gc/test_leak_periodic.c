@@ -196,30 +196,51 @@ START_TEST(test_debug_knob)
 }
 END_TEST
 
-/* GORT_DEBUG=trackheap=1 asks for the tracked-heap mode, which is not built: the
- * detector answers -ENOSYS instead of a default-mode answer. */
-static void trackheap_main(void *arg)
+/* GORT_DEBUG=trackheap=1 asks for the tracked-heap mode. Without libgort_trackheap
+ * (this binary does not link it) the request fails loudly: one line on stderr naming
+ * how to link the layer, and every detector call answers -ENOTSUP instead of a
+ * default-mode answer. */
+static void trackheap_missing_main(void *arg)
 {
     GORT_FRAME();
-    ck_assert_int_eq(gort_leaks(NULL, 0), -ENOSYS);
-    ck_assert_int_eq(gort_leakcheck(NULL), -ENOSYS);
-    ck_assert_int_eq(gort_leaks_cancel(), -ENOSYS);
-    ck_assert_int_eq(gort_leakcheck_interval(5), -ENOSYS);
+    ck_assert_int_eq(gort_trackheap_status(), -ENOTSUP);
+    ck_assert_int_eq(gort_leaks(NULL, 0), -ENOTSUP);
+    ck_assert_int_eq(gort_leakcheck(NULL), -ENOTSUP);
+    ck_assert_int_eq(gort_leaks_cancel(), -ENOTSUP);
+    ck_assert_int_eq(gort_leakcheck_interval(5), -ENOTSUP);
 }
 
-START_TEST(test_trackheap_not_built)
+/* Without the knob the default mode answers (the heap is a root). */
+static void trackheap_default_main(void *arg)
 {
+    GORT_FRAME();
+    ck_assert_int_eq(gort_trackheap_status(), 0);
+    ck_assert_int_eq(gort_leaks(NULL, 0), 0);
+}
+
+START_TEST(test_trackheap_without_layer)
+{
+    ck_assert_int_eq(gort_trackheap_status(), 0); /* outside a run: no layer linked */
     const char *old = getenv("GORT_DEBUG");
     char *saved = old ? strdup(old) : NULL;
     char env[256];
     snprintf(env, sizeof env, "%s%strackheap=1", saved ? saved : "", saved ? "," : "");
     setenv("GORT_DEBUG", env, 1);
-    test_run(trackheap_main, NULL, 1, 0);
+    stderr_capture();
+    test_run(trackheap_missing_main, NULL, 1, 0);
+    test_run(trackheap_missing_main, NULL, 2, 0);
+    char *log = stderr_restore();
     if (saved)
         setenv("GORT_DEBUG", saved, 1);
     else
         unsetenv("GORT_DEBUG");
     free(saved);
+    /* once per process, naming both ways to link the layer */
+    ck_assert_int_eq(count_str(log, "gort: GORT_DEBUG=trackheap=1 needs libgort_trackheap"), 1);
+    ck_assert_ptr_nonnull(strstr(log, "-lgort_trackheap -lgort"));
+    ck_assert_ptr_nonnull(strstr(log, "LD_PRELOAD=libgort_trackheap.so"));
+    free(log);
+    test_run(trackheap_default_main, NULL, 1, 0);
 }
 END_TEST
 
@@ -316,7 +337,7 @@ int main(void)
     tcase_add_loop_test(tc, test_debug_knob, 0, 2);
     tcase_add_test(tc, test_outside_task);
     tcase_add_loop_test(tc, test_periodic_cycles_shrink, 0, 2);
-    tcase_add_test(tc, test_trackheap_not_built);
+    tcase_add_test(tc, test_trackheap_without_layer);
     suite_add_tcase(s, tc);
     return test_main(s);
 }

@@ -12,6 +12,7 @@
  * process that includes the sanitizer's quarantine and allocator metadata, so a cycle
  * takes seconds and planted leaks are missed (suites time out). The normal build runs
  * this suite; under ASan the detector still runs at every other suite's teardown. */
+/* ctest-trackheap-twin */
 /* ctest-timeout: 120 */
 #include <signal.h>
 #include <stdio.h>
