@@ -40,6 +40,14 @@ bool test_stress_mode(void)
     return false;
 }
 
+void test_debug_add(const char *knob)
+{
+    char buf[256];
+    const char *cur = getenv("GORT_DEBUG");
+    snprintf(buf, sizeof buf, "%s%s%s", cur && *cur ? cur : "", cur && *cur ? "," : "", knob);
+    setenv("GORT_DEBUG", buf, 1);
+}
+
 bool test_stress_line(const char *line)
 {
     return strncmp(line, "gort: stackmove: ", 17) == 0;

@@ -34,6 +34,11 @@ bool test_stress_mode(void);
  * that compare stderr skip these. */
 bool test_stress_line(const char *line);
 
+/* Adds a knob to GORT_DEBUG for the next gort_run, keeping what the ctest environment
+ * set (migrate=1, stackmove=1). Check forks per test, so it lasts for the test; under
+ * CK_FORK=no (TSan) it lasts for the process. */
+void test_debug_add(const char *knob);
+
 /* Runs fn(arg) as the main task of a fresh runtime with cfg (NULL: defaults, procs from
  * GORT_PROCS or `procs` when > 0) and asserts gort_run returned `want`. Afterwards it
  * asserts that every byte of runtime memory and stack went back (rt_mem_live() == 0). */
