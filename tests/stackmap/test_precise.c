@@ -78,6 +78,7 @@ int main(void)
 {
     Suite *s = suite_create("stackmap_precise");
     TCase *tc = tcase_create("precise");
+    tcase_set_timeout(tc, 60); /* the ctest timeout; under stackmove=1 Check's 4 s is close */
     tcase_add_test(tc, test_precise_maps);
     suite_add_tcase(s, tc);
     return test_main(s);
