@@ -3,14 +3,15 @@
  *
  * gort_morestack (core/arch/x86_64.S) saved every general register on the task stack
  * and the vector state in this M's scratch area, and calls morestack_slow, still on the
- * task stack (inside the slack). Reasons to come here:
+ * task stack (inside the slack). It is entered from a GORT_FRAME check or from a
+ * runtime call's entry check (RT_ENTRY_CHECK, core/rt.h). Reasons to come here:
  *  - the scheduler poisoned the guard (STACKGUARD_PREEMPT) to ask the task to yield:
  *    the vector state is copied to the task's own area (allocated on first need),
  *    because the task may resume on another M whose scratch area is reused meanwhile;
  *  - the stack is short: the stack moves to a block twice as large (relocate.c), on
  *    the system stack;
  *  - gort_stack_reserve asked for room (it enters the trampoline itself);
- *  - stress mode (stackmove=1): every check moves the stack.
+ *  - stress mode (stackmove=1): every check moves the stack (the guard sits at the top).
  * After a move morestack_slow returns the register block's new address, so the
  * trampoline resumes on the new stack. The old block cannot be freed before that
  * (morestack_slow's own frame and the trampoline's return path are on it), so the

@@ -48,11 +48,6 @@ void test_debug_add(const char *knob)
     setenv("GORT_DEBUG", buf, 1);
 }
 
-bool test_stress_line(const char *line)
-{
-    return strncmp(line, "gort: stackmove: ", 17) == 0;
-}
-
 uint64_t test_seed(const char *test_name, uint64_t fallback)
 {
     const char *env = getenv("GORT_TEST_SEED");

@@ -30,9 +30,6 @@
 bool test_stress_mode(void);
 /* `normal`, or `stress` under stackmove=1 (test_stress_mode). */
 #define TEST_STRESS_SCALE(normal, stress) (test_stress_mode() ? (stress) : (normal))
-/* Whether a line of stderr is a stress-mode report ("gort: stackmove: ..."): tests
- * that compare stderr skip these. */
-bool test_stress_line(const char *line);
 
 /* Adds a knob to GORT_DEBUG for the next gort_run, keeping what the ctest environment
  * set (migrate=1, stackmove=1). Check forks per test, so it lasts for the test; under
