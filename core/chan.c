@@ -192,6 +192,7 @@ static inline __attribute__((always_inline)) int chan_recv_now(gort_chan_t *c, v
 /* Task context (any context if it can complete at once). Blocks, switches. */
 int gort_chan_send(gort_chan_t *c, const void *elem)
 {
+    RT_ENTRY_CHECK();
     if (unlikely(!c || (!elem && c->elem_size)))
         return -EINVAL;
     int r = chan_send_now(c, elem);
@@ -202,6 +203,7 @@ int gort_chan_send(gort_chan_t *c, const void *elem)
 
 int gort_chan_recv(gort_chan_t *c, void *out)
 {
+    RT_ENTRY_CHECK();
     if (unlikely(!c))
         return -EINVAL;
     int r = chan_recv_now(c, out);
@@ -213,6 +215,7 @@ int gort_chan_recv(gort_chan_t *c, void *out)
 /* Any context (timer callbacks, foreign threads). Never blocks or switches. */
 int gort_chan_try_send(gort_chan_t *c, const void *elem)
 {
+    RT_ENTRY_CHECK();
     if (unlikely(!c || (!elem && c->elem_size)))
         return -EINVAL;
     int r = chan_send_now(c, elem);
@@ -224,6 +227,7 @@ int gort_chan_try_send(gort_chan_t *c, const void *elem)
 
 int gort_chan_try_recv(gort_chan_t *c, void *out)
 {
+    RT_ENTRY_CHECK();
     if (unlikely(!c))
         return -EINVAL;
     int r = chan_recv_now(c, out);
@@ -246,9 +250,10 @@ static void chan_close_drain_locked(chan_waitq_t *q, chan_waiter_t ***tail)
     }
 }
 
-/* Any context (timer callbacks, foreign threads). Never blocks or switches; the woken
- * tasks run later (receivers first, each queue in FIFO order). */
-int gort_chan_close(gort_chan_t *c)
+/* Any context (timer callbacks, foreign threads, a caller holding a runtime lock: no
+ * entry check). Never blocks or switches; the woken tasks run later (receivers first,
+ * each queue in FIFO order). */
+int chan_close(gort_chan_t *c)
 {
     if (unlikely(!c))
         return -EINVAL;
@@ -270,4 +275,10 @@ int gort_chan_close(gort_chan_t *c)
         list = next;
     }
     return 0;
+}
+
+int gort_chan_close(gort_chan_t *c)
+{
+    RT_ENTRY_CHECK();
+    return chan_close(c);
 }

@@ -91,6 +91,8 @@ struct gort_chan {
 
 /* Any context; takes c->lock. For tests: blocked senders (send) or receivers. */
 size_t chan_waiters_count(gort_chan_t *c, bool senders);
+/* gort_chan_close without the entry check: for the runtime's callers that hold a lock. */
+int chan_close(gort_chan_t *c);
 
 /* The task that may park here: g_self() when running on that task's own stack, NULL
  * outside a task and on a system stack (g_self() still names the task during a

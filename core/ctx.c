@@ -17,7 +17,8 @@
  *
  * Locks: ctx.lock (rank 20). Parent before child: a cancel holds the locks of the whole
  * path from the context it cancels down to the one it visits (as Go's context does).
- * gort_chan_close (chan.lock, 30) is called under them. gort_ctx_free detaches from the
+ * chan_close (chan.lock, 30; gort_chan_close without its entry check, rt.h) is called
+ * under them. gort_ctx_free detaches from the
  * parent holding the child's lock and only *trying* the parent's (the reverse order),
  * backing off on failure, so it cannot deadlock.
  * Cancel runs on the system stack when called from a task: it recurses down the tree
@@ -36,6 +37,7 @@
 #include <unistd.h>
 
 #include "arch/arch.h"
+#include "chan.h"
 #include "rt.h"
 #include "timer.h"
 
@@ -59,7 +61,7 @@ static void ctx_cancel_locked(gort_ctx_t *x, int err)
     /* release: pairs with the acquire load in gort_ctx_err; done's close below is
      * ordered after it too (chan.lock), so who sees done closed sees err */
     atomic_store_explicit(&x->err, err, memory_order_release);
-    gort_chan_close(x->done);
+    chan_close(x->done);
     gort_ctx_t *c = x->children;
     x->children = NULL;
     while (c) {
@@ -176,12 +178,14 @@ out_free_ctx:
 /* any context; does not block. NULL on no memory. */
 gort_ctx_t *gort_ctx_with_cancel(gort_ctx_t *parent)
 {
+    RT_ENTRY_CHECK();
     return ctx_make(parent);
 }
 
 /* any context inside a runtime; does not block. NULL on no memory or no runtime. */
 gort_ctx_t *gort_ctx_with_timeout(gort_ctx_t *parent, int64_t ns)
 {
+    RT_ENTRY_CHECK();
     if (!timer_home_p())
         return NULL;
     gort_ctx_t *x = ctx_make(parent);
@@ -206,6 +210,7 @@ gort_ctx_t *gort_ctx_with_timeout(gort_ctx_t *parent, int64_t ns)
  * the last access to ctx: a task that sees done closed may free it at once. */
 void gort_ctx_cancel(gort_ctx_t *ctx)
 {
+    RT_ENTRY_CHECK();
     if (!ctx)
         return;
     timer_stop(&ctx->timer); /* drop a pending timeout; a firing one cancels first */
@@ -227,6 +232,7 @@ int gort_ctx_err(gort_ctx_t *ctx)
  * valid (cancelled, now roots) until their own free. */
 void gort_ctx_free(gort_ctx_t *ctx)
 {
+    RT_ENTRY_CHECK();
     if (!ctx)
         return;
     timer_stop(&ctx->timer); /* after it, the callback has returned and cannot fire */

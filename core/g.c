@@ -57,6 +57,10 @@ static void g_set_stack(g_t *g, void *lo, size_t size)
     g->stack_lo = (uintptr_t)lo;
     g->stack_hi = (uintptr_t)lo + size;
     g->stackguard = g->stack_lo + (size >= 2 * STACK_SLACK ? STACK_SLACK : size / 4);
+    /* stackmove=1: the guard at the top from the start, so the task's very first check
+     * or runtime call moves its stack (relocate.c keeps it there after each move) */
+    if (rt_debug.stackmove)
+        g->stackguard = g->stack_hi;
     *(uint64_t *)g->stack_lo = STACK_CANARY;
 }
 
@@ -377,11 +381,13 @@ static int g_spawn(const gort_go_opts_t *o, void (*fn)(void *), void *arg, void 
 
 int gort_go(void (*fn)(void *), void *arg)
 {
+    RT_ENTRY_CHECK();
     return g_spawn(NULL, fn, arg, __builtin_return_address(0));
 }
 
 int gort_go_with(void (*fn)(void *), const void *args, size_t size)
 {
+    RT_ENTRY_CHECK();
     if (size && !args)
         return -EINVAL;
     gort_go_opts_t o = {.args_size = size};
@@ -390,6 +396,7 @@ int gort_go_with(void (*fn)(void *), const void *args, size_t size)
 
 int gort_go_opts(const gort_go_opts_t *o, void (*fn)(void *), void *arg)
 {
+    RT_ENTRY_CHECK();
     return g_spawn(o, fn, arg, __builtin_return_address(0));
 }
 

@@ -231,6 +231,7 @@ static int io_wait_fd_blocking(int fd, int events, int64_t timeout_ns)
 
 ssize_t gort_read(int fd, void *buf, size_t n)
 {
+    RT_ENTRY_CHECK();
     if (fd < 0)
         return -EBADF;
     if (n > SSIZE_MAX)
@@ -256,6 +257,7 @@ ssize_t gort_read(int fd, void *buf, size_t n)
 
 ssize_t gort_write(int fd, const void *buf, size_t n)
 {
+    RT_ENTRY_CHECK();
     if (fd < 0)
         return -EBADF;
     if (n > SSIZE_MAX)
@@ -285,6 +287,7 @@ ssize_t gort_write(int fd, const void *buf, size_t n)
 
 int gort_accept(int fd, struct sockaddr *a, socklen_t *l)
 {
+    RT_ENTRY_CHECK();
     if (fd < 0)
         return -EBADF;
     polldesc_t *pd;
@@ -319,6 +322,7 @@ int gort_accept(int fd, struct sockaddr *a, socklen_t *l)
 
 int gort_connect(int fd, const struct sockaddr *a, socklen_t l)
 {
+    RT_ENTRY_CHECK();
     if (fd < 0)
         return -EBADF;
     polldesc_t *pd;
@@ -350,6 +354,7 @@ int gort_connect(int fd, const struct sockaddr *a, socklen_t l)
 
 int gort_wait_fd(int fd, int events, int64_t timeout_ns)
 {
+    RT_ENTRY_CHECK();
     if (events == 0 || (events & ~(POLLIN | POLLOUT)))
         return -EINVAL;
     if (fd < 0)

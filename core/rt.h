@@ -291,6 +291,39 @@ void g_yield(bool global);
 /* Runs fn(arg) on this M's system stack (task or sysstack context); fn must not park. */
 void *sysstack_call(void *(*fn)(void *), void *arg);
 
+/* RT_ENTRY_CHECK() is the first statement of every public runtime call a task makes
+ * that may block, switch or take a pointer into the caller's stack (chan send, recv,
+ * try, close; select; the sync objects; yield, sleep, spawn, after; the ctx calls that
+ * do work; the IO calls). It is GORT_FRAME's check (gort.h): so a runtime call is a
+ * growth point, a cooperative preemption point (a poisoned guard: sysmon, stop the
+ * world) and, in stress mode, a stack move. It runs before the call takes any lock, so
+ * morestack_slow may yield there. The caller's pointer arguments are in registers (or
+ * spilled into this runtime frame) at the check: relocate.c relocates every saved
+ * register and the runtime's innermost frame in every mode, stackreloc=precise too.
+ * Differences from GORT_FRAME_CHECK_: the slow path goes to subsection 1 of the same
+ * section, not .text.unlikely (the runtime's code must stay one range: safepc.c),
+ * and the frame address is an input, which makes the compiler set up rbp before the
+ * check: the mover finds the caller's frame through it.
+ * Not checked: queries (gort_now, gort_self, chan len/cap, ctx done/err), gort_exit,
+ * the lock_thread/nopreempt brackets, gort_syscall_enter/exit (between them the task
+ * holds no P: morestack_slow's yield needs one), chan make/free, calls that switch to
+ * the system stack themselves (gort_on_system_stack, gort_stack_reserve), and the
+ * runtime's own internal calls made with a lock held (ctx cancel closes its done
+ * channel through chan_close, under ctx.lock). */
+#define RT_ENTRY_CHECK()                                                               \
+    __asm__ volatile("movq gort_tls_stackguard@gottpoff(%%rip), %%r11\n\t"             \
+                     "cmpq %%fs:(%%r11), %%rsp\n\t"                                    \
+                     "jb 2f\n"                                                         \
+                     "1:\n\t"                                                          \
+                     ".subsection 1\n"                                                 \
+                     "2:\n\t"                                                          \
+                     "leaq -128(%%rsp), %%rsp\n\t"                                     \
+                     "call gort_morestack_rt_\n\t"                                     \
+                     "leaq 128(%%rsp), %%rsp\n\t"                                      \
+                     "jmp 1b\n\t"                                                      \
+                     ".previous"                                                       \
+                     : : "r"(__builtin_frame_address(0)) : "r11", "cc", "memory")
+
 /* Timers (core/timer.c). A timer fires once, fn(t, now) on a system stack of an M
  * holding a P, with no runtime lock held; fn must not park and should be short.
  * Timers are owned by the caller (embedded in the object that uses them). */

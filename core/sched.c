@@ -426,6 +426,7 @@ void preempt_yield(void)
 
 void gort_yield(void)
 {
+    RT_ENTRY_CHECK();
     if (g_self())
         g_yield(false);
 }

@@ -112,6 +112,9 @@ extern size_t allg_len;
 
 /* switch.c */
 void g_switch_to(g_t *from, g_t *to); /* saves from, runs to; returns when from resumes */
+/* The canary at g->stack_lo was overwritten: the fatal report (switch.c); `where` says
+ * which check saw it. Never returns. */
+_Noreturn void stack_canary_report(g_t *g, const char *where);
 void g_switch_finish(m_t *m);         /* runs the deferred action after any switch */
 void g_execute(m_t *m, g_t *g);       /* from g0: run g until it switches back */
 void m_set_current_tls(m_t *m);

@@ -319,6 +319,7 @@ static __attribute__((noinline)) int select_block(gort_case_t *cases, size_t n,
  * Blocks, switches; the stack may move while parked. */
 int gort_select(gort_case_t *cases, size_t n, int64_t timeout_ns)
 {
+    RT_ENTRY_CHECK();
     if (unlikely(n > SELECT_MAX_CASES || (!cases && n)))
         return -EINVAL;
     for (size_t i = 0; i < n; i++) {

@@ -61,6 +61,7 @@ static void sleep_thread(int64_t ns)
 /* task: blocks, switches; lean (2 KiB stack: the timer is 48 bytes of it). */
 void gort_sleep(int64_t ns)
 {
+    RT_ENTRY_CHECK();
     g_t *g = g_self();
     if (!g) {
         sleep_thread(ns);
@@ -104,6 +105,7 @@ bool after_timer_drop(rtimer_t *t)
 /* any context inside a runtime; does not block or switch. */
 gort_chan_t *gort_after(int64_t ns)
 {
+    RT_ENTRY_CHECK();
     if (!timer_home_p())
         return NULL;
     gort_chan_t *c = gort_chan_make(sizeof(int64_t), 1);

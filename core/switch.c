@@ -46,14 +46,14 @@ void m_set_current_tls(m_t *m)
         m->tls_stackguard = &gort_tls_stackguard;
 }
 
-static RT_COLD void stack_canary_report(g_t *g)
+RT_COLD void stack_canary_report(g_t *g, const char *where)
 {
     char site[160];
     dbg_print("gort: fatal error: task %lu (%s) overflowed its %lu-byte stack "
-              "(canary at %p overwritten): uninstrumented code used more than the slack; "
-              "use GORT_FRAME, gort_stack_reserve or gort_on_system_stack\n",
+              "(canary at %p overwritten, seen %s): uninstrumented code used more than "
+              "the slack; use GORT_FRAME, gort_stack_reserve or gort_on_system_stack\n",
               (unsigned long)g->id, g->name ? g->name : "unnamed",
-              (unsigned long)(g->stack_hi - g->stack_lo), (void *)g->stack_lo);
+              (unsigned long)(g->stack_hi - g->stack_lo), (void *)g->stack_lo, where);
     dbg_print("gort: task %lu was spawned at %s\n", (unsigned long)g->id,
               spawn_site_str(g->spawn_pc, site, sizeof site));
     gort_throw("stack: canary overwritten");
@@ -64,7 +64,7 @@ void g_switch_to(g_t *from, g_t *to)
     m_t *m = m_self();
     if (likely(from != &m->g0)) {
         if (unlikely(*(volatile uint64_t *)from->stack_lo != STACK_CANARY))
-            stack_canary_report(from);
+            stack_canary_report(from, "at a switch");
     }
     from->saved_errno = *errno_ptr();
     if (to == &m->g0) {

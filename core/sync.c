@@ -341,11 +341,13 @@ static inline void mutex_unlock(struct mutex_impl *m)
 
 void gort_mutex_lock(gort_mutex_t *mu)
 {
+    RT_ENTRY_CHECK();
     mutex_lock((struct mutex_impl *)mu, WAIT_MUTEX, mu);
 }
 
 int gort_mutex_trylock(gort_mutex_t *mu)
 {
+    RT_ENTRY_CHECK();
     struct mutex_impl *m = (struct mutex_impl *)mu;
     /* relaxed: the CAS below carries the ordering */
     uint32_t old = atomic_load_explicit(&m->state, memory_order_relaxed);
@@ -361,6 +363,7 @@ int gort_mutex_trylock(gort_mutex_t *mu)
 
 void gort_mutex_unlock(gort_mutex_t *mu)
 {
+    RT_ENTRY_CHECK();
     mutex_unlock((struct mutex_impl *)mu);
 }
 
@@ -401,6 +404,7 @@ _Static_assert(_Alignof(struct rwmutex_impl) <= _Alignof(gort_rwmutex_t), "align
 
 void gort_rwmutex_rlock(gort_rwmutex_t *rw_)
 {
+    RT_ENTRY_CHECK();
     struct rwmutex_impl *rw = (struct rwmutex_impl *)rw_;
     /* acquire: pairs with the writer's release in gort_rwmutex_unlock (the RMW chain
      * on reader_count carries it to us) */
@@ -421,6 +425,7 @@ RT_COLD static void rwmutex_runlock_slow(struct rwmutex_impl *rw, int32_t r)
 
 void gort_rwmutex_runlock(gort_rwmutex_t *rw_)
 {
+    RT_ENTRY_CHECK();
     struct rwmutex_impl *rw = (struct rwmutex_impl *)rw_;
     /* release: pairs with the writer's acquire RMW on reader_count */
     int32_t r = atomic_fetch_sub_explicit(&rw->reader_count, 1, memory_order_release) - 1;
@@ -430,6 +435,7 @@ void gort_rwmutex_runlock(gort_rwmutex_t *rw_)
 
 void gort_rwmutex_lock(gort_rwmutex_t *rw_)
 {
+    RT_ENTRY_CHECK();
     struct rwmutex_impl *rw = (struct rwmutex_impl *)rw_;
     mutex_lock(&rw->w, WAIT_RWMUTEX_W, rw); /* first, exclude the other writers */
     /* Announce the writer: new readers now queue. acq_rel: acquires the releases of
@@ -446,6 +452,7 @@ void gort_rwmutex_lock(gort_rwmutex_t *rw_)
 
 void gort_rwmutex_unlock(gort_rwmutex_t *rw_)
 {
+    RT_ENTRY_CHECK();
     struct rwmutex_impl *rw = (struct rwmutex_impl *)rw_;
     /* Announce no writer. release: pairs with readers' acquire fetch_add. The value
      * counts the readers that queued meanwhile. */
@@ -494,6 +501,7 @@ static inline bool ticket_less(uint32_t a, uint32_t b)
 
 void gort_cond_wait(gort_cond_t *cv_, gort_mutex_t *mu)
 {
+    RT_ENTRY_CHECK();
     struct cond_impl *cv = (struct cond_impl *)cv_;
     if (unlikely(!sync_task()))
         sync_fatal_no_task(WAIT_COND);
@@ -512,6 +520,7 @@ void gort_cond_wait(gort_cond_t *cv_, gort_mutex_t *mu)
 
 void gort_cond_signal(gort_cond_t *cv_)
 {
+    RT_ENTRY_CHECK();
     struct cond_impl *cv = (struct cond_impl *)cv_;
     /* Fast path: no waiter since the last notify. relaxed: a racing waiter is not
      * owed this signal (Go's rule); one that held the mutex before us is visible
@@ -547,6 +556,7 @@ void gort_cond_signal(gort_cond_t *cv_)
 
 void gort_cond_broadcast(gort_cond_t *cv_)
 {
+    RT_ENTRY_CHECK();
     struct cond_impl *cv = (struct cond_impl *)cv_;
     if (atomic_load_explicit(&cv->wait, memory_order_relaxed) ==
         atomic_load_explicit(&cv->notify, memory_order_relaxed))
@@ -601,7 +611,7 @@ RT_COLD static void wg_release(struct wg_impl *wg, uint32_t w)
     sync_wake_chain(chain); /* a woken waiter may free the wait group at once */
 }
 
-int gort_wg_add(gort_wg_t *wg_, int64_t n)
+static int wg_add(gort_wg_t *wg_, int64_t n)
 {
     struct wg_impl *wg = (struct wg_impl *)wg_;
     /* relaxed: only the first guess for the CAS */
@@ -626,9 +636,16 @@ int gort_wg_add(gort_wg_t *wg_, int64_t n)
     }
 }
 
+int gort_wg_add(gort_wg_t *wg, int64_t n)
+{
+    RT_ENTRY_CHECK();
+    return wg_add(wg, n);
+}
+
 int gort_wg_done(gort_wg_t *wg)
 {
-    return gort_wg_add(wg, -1);
+    RT_ENTRY_CHECK();
+    return wg_add(wg, -1);
 }
 
 RT_COLD static void wg_wait_slow(struct wg_impl *wg)
@@ -652,6 +669,7 @@ RT_COLD static void wg_wait_slow(struct wg_impl *wg)
 
 void gort_wg_wait(gort_wg_t *wg_)
 {
+    RT_ENTRY_CHECK();
     struct wg_impl *wg = (struct wg_impl *)wg_;
     /* acquire: pairs with the add/done CAS that made the counter 0 */
     if (likely((atomic_load_explicit(&wg->state, memory_order_acquire) >> 32) == 0))
@@ -712,6 +730,7 @@ RT_COLD static void once_slow(struct once_impl *o, void (*fn)(void))
 
 void gort_once(gort_once_t *o_, void (*fn)(void))
 {
+    RT_ENTRY_CHECK();
     struct once_impl *o = (struct once_impl *)o_;
     /* acquire: pairs with the runner's release store of DONE */
     if (likely(atomic_load_explicit(&o->state, memory_order_acquire) == ONCE_DONE))

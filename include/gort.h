@@ -6,6 +6,10 @@
  *  - "switches": may run other tasks on this thread before returning.
  *  - "moves": the calling task's stack may move (grow) during the call; pointers into it
  *    held in the task's own frames are relocated, pointers stored elsewhere are not.
+ *  - The task calls that block, switch or take a pointer (channel send/recv/try/close,
+ *    select, the sync objects, yield, sleep, spawn, after, the ctx calls, the IO calls)
+ *    begin with GORT_FRAME's stack check: each also moves (a growth point; every call,
+ *    under GORT_DEBUG=stackmove=1) and switches (a cooperative preemption point).
  *  - Calls that need a task return -EPERM outside one (or do nothing, for void calls).
  *  - An object two tasks share (mutex, channel, buffer) lives in the heap or in a global,
  *    never on one task's stack: stacks move.
@@ -117,7 +121,8 @@ GORT_API int gort_select(gort_case_t *cases, size_t n, int64_t timeout_ns);
 /* ------------------------------------------------------------------- sync */
 /* Zero-initialised memory is a valid unlocked/empty object; embeddable; no owners
  * (any task may unlock). Never on any global list. Must not live on a task stack when
- * shared. The lock calls block and switch; nothing here moves a stack. */
+ * shared. The lock calls block and switch; every call here begins with the stack check
+ * of the conventions above (moves, switches). */
 typedef struct gort_mutex { uint64_t opaque_[4]; } gort_mutex_t;
 GORT_API void gort_mutex_lock(gort_mutex_t *mu);
 GORT_API int gort_mutex_trylock(gort_mutex_t *mu); /* 0 or -EBUSY */

@@ -43,6 +43,7 @@ int safepc_build(void);              /* sysmon/gort_run thread; 0 or -ENOMEM */
 void safepc_refresh(void);           /* rebuild if libraries were loaded/unloaded */
 void safepc_free(void);
 bool safepc_is_safe(uintptr_t pc);   /* async-signal-safe, lock-free */
+bool safepc_in_runtime(uintptr_t pc); /* pc is the runtime's own code; any context */
 void safepc_dump(void);              /* debugging: prints the table */
 
 #endif

@@ -276,6 +276,16 @@ bool safepc_is_safe(uintptr_t pc)
     return false;
 }
 
+/* The runtime's own code, for the stack mover (its frames are not user frames to
+ * report, and a morestack entry from them is a runtime call's entry check). Both the
+ * static library and libgort.so are built from the one gort_all.o (CMakeLists.txt), so
+ * [gort_text_begin_, gort_text_end_) is exact in either link; the table above is not
+ * needed (it may not exist: preemption off). */
+bool safepc_in_runtime(uintptr_t pc)
+{
+    return pc >= (uintptr_t)gort_text_begin_ && pc < (uintptr_t)gort_text_end_;
+}
+
 /* Prints the table (debugging; any thread, not the handler). */
 void safepc_dump(void)
 {

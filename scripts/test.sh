@@ -2,11 +2,13 @@
 # scripts/test.sh [all|normal|asan|tsan]... — build gort and run its tests.
 #
 #   normal  RelWithDebInfo (-O2 -g -fno-omit-frame-pointer) in build/: every Check suite
-#           (each also as <name>_migrate), abi_exports, install_consumer, readme_example
+#           (each also as <name>_migrate, GORT_DEBUG=migrate=1, and as <name>_stackmove,
+#           GORT_DEBUG=stackmove=1: the stack moves at every GORT_FRAME check and
+#           runtime call), abi_exports, install_consumer, readme_example
 #   asan    ASan + UBSan (GORT_LOCKRANK=ON, reserved: no checker yet), in build-asan/: every suite, once
-#           (GORT_ASAN_MIGRATE=ON: also the _migrate twins)
+#           (GORT_ASAN_MIGRATE=ON / GORT_ASAN_STACKMOVE=ON: also those twins)
 #   tsan    TSan (GORT_LOCKRANK=ON, reserved), in build-tsan/: the suites marked ctest-tsan,
-#           each also as <name>_migrate
+#           each also as <name>_migrate (no _stackmove twins: the normal build runs them)
 #   all     the three, in that order (default)
 # Each mode builds in its own directory and runs ctest --output-on-failure -j$JOBS; the
 # script stops at the first mode that fails (unless KEEP_GOING=1) and exits non-zero.
@@ -53,14 +55,16 @@ run_mode() {
     local mode=$1 dir flags=()
     case $mode in
     normal) dir=$root; flags=(-DGORT_SANITIZE= -DGORT_LOCKRANK=OFF -DGORT_BUILD_PERF=ON
-        -DGORT_TEST_MIGRATE=ON) ;;
+        -DGORT_TEST_MIGRATE=ON -DGORT_TEST_STACKMOVE=ON) ;;
     # ASan: every suite once. The _migrate twins double the slowest mode (instrumented
     # suites run 3-8x longer) for little: migration bugs show in the normal build's
     # twins and in TSan's. GORT_ASAN_MIGRATE=ON puts them back.
+    # Same for the _stackmove twins (GORT_ASAN_STACKMOVE=ON puts them back).
     asan) dir=$root-asan; flags=(-DGORT_SANITIZE=address -DGORT_LOCKRANK=ON -DGORT_BUILD_PERF=OFF
-        -DGORT_TEST_MIGRATE="${GORT_ASAN_MIGRATE:-OFF}") ;;
+        -DGORT_TEST_MIGRATE="${GORT_ASAN_MIGRATE:-OFF}"
+        -DGORT_TEST_STACKMOVE="${GORT_ASAN_STACKMOVE:-OFF}") ;;
     tsan) dir=$root-tsan; flags=(-DGORT_SANITIZE=thread -DGORT_LOCKRANK=ON -DGORT_BUILD_PERF=OFF
-        -DGORT_TEST_MIGRATE=ON) ;;
+        -DGORT_TEST_MIGRATE=ON -DGORT_TEST_STACKMOVE=OFF) ;;
     esac
     local t0=$SECONDS
     echo "=== test.sh: $mode: configure + build in $dir/"

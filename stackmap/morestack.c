@@ -3,14 +3,15 @@
  *
  * gort_morestack (core/arch/x86_64.S) saved every general register on the task stack
  * and the vector state in this M's scratch area, and calls morestack_slow, still on the
- * task stack (inside the slack). Reasons to come here:
+ * task stack (inside the slack). It is entered from a GORT_FRAME check or from a
+ * runtime call's entry check (RT_ENTRY_CHECK, core/rt.h). Reasons to come here:
  *  - the scheduler poisoned the guard (STACKGUARD_PREEMPT) to ask the task to yield:
  *    the vector state is copied to the task's own area (allocated on first need),
  *    because the task may resume on another M whose scratch area is reused meanwhile;
  *  - the stack is short: the stack moves to a block twice as large (relocate.c), on
  *    the system stack;
  *  - gort_stack_reserve asked for room (it enters the trampoline itself);
- *  - stress mode (stackmove=1): every check moves the stack.
+ *  - stress mode (stackmove=1): every check moves the stack (the guard sits at the top).
  * After a move morestack_slow returns the register block's new address, so the
  * trampoline resumes on the new stack. The old block cannot be freed before that
  * (morestack_slow's own frame and the trampoline's return path are on it), so the
@@ -104,11 +105,13 @@ __attribute__((visibility("hidden"), used)) void stack_grow_finish(uint64_t *reg
     g_t *g = g_self();
     if (unlikely(g != grow_g || !grow_ret_pc))
         gort_throw("stack: grown task resumed on another thread");
+    int saved_errno = *errno_ptr(); /* munmap, mprotect: as in morestack_slow */
     regs[RB_RET] = grow_ret_pc;
     grow_ret_pc = 0;
     grow_g = NULL;
     sysstack_call(old_block_free_sys, g);
     grow_old_lo = NULL;
+    *errno_ptr() = saved_errno;
 }
 
 /* ------------------------------------------------------------ fatal error */
@@ -215,8 +218,7 @@ static void *stack_grow_sys(void *arg)
     return NULL;
 }
 
-__attribute__((visibility("hidden"))) struct morestack_ret morestack_slow(void *regs,
-                                                                          void *scratch)
+static inline struct morestack_ret morestack_work(void *regs, void *scratch)
 {
     struct morestack_ret ret = {regs, scratch};
     m_t *m = m_self();
@@ -252,11 +254,24 @@ __attribute__((visibility("hidden"))) struct morestack_ret morestack_slow(void *
     if (!short_ && !reserve && !stackmap_cfg.stress)
         return ret;
     if (unlikely(*(volatile uint64_t *)g->stack_lo != STACK_CANARY))
-        gort_throw("stack: canary overwritten before a growth (a frame larger than the "
-                   "slack below the guard?)");
+        stack_canary_report(g, "at a stack check, before a move (or a frame larger than "
+                               "the slack below the guard)");
     struct grow_req req = {g, regs, reserve, short_};
     sysstack_call(stack_grow_sys, &req);
     ret.regs = req.regs;
+    return ret;
+}
+
+/* The task's errno survives the check: a move calls the allocator, mprotect and
+ * munmap, which may set it, and task code may read errno after a runtime call (a
+ * switch saves and restores it the same way, core/switch.c). Read through the thread
+ * pointer again at the end: the task may have yielded and resumed on another M. */
+__attribute__((visibility("hidden"))) struct morestack_ret morestack_slow(void *regs,
+                                                                          void *scratch)
+{
+    int saved_errno = *errno_ptr();
+    struct morestack_ret ret = morestack_work(regs, scratch);
+    *errno_ptr() = saved_errno;
     return ret;
 }
 

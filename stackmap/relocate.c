@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "preempt/preempt.h"
 #include "rt.h"
 #include "sched_impl.h"
 #include "stackmap.h"
@@ -213,6 +214,26 @@ static GORT_NO_ASAN void reloc_conservative_report(reloc_t *r, g_t *g, uintptr_t
     }
 }
 
+/* A runtime call's entry check (RT_ENTRY_CHECK, core/rt.h) moved the stack: the words
+ * between the register block and the runtime function's frame record [a, fp) are the
+ * runtime's (its red zone, the caller's arguments it spilled, the callee-saved
+ * registers it pushed): relocated conservatively, in precise mode too (layer 1 has no
+ * map of runtime frames, and a pointer argument into the caller's stack must follow).
+ * Read raw: ASan's redzones of the runtime frame may lie there. */
+static GORT_NO_ASAN void reloc_runtime_frame(reloc_t *r, uintptr_t a, uintptr_t fp)
+{
+    if (fp > r->hi)
+        fp = r->hi;
+    for (a = (a + 7) & ~(uintptr_t)7; a + 8 <= fp; a += 8) {
+        if (a < r->sp)
+            continue;
+        uint64_t v = *(const uint64_t *)a;
+        if (reloc_in_old(r, v))
+            *reloc_new(r, a) = v + (uint64_t)r->delta;
+        reloc_mark(r, a);
+    }
+}
+
 /* A plain word copy of stack memory: not memcpy, which ASan intercepts and which would
  * report the redzones of the frames being copied. */
 static GORT_NO_ASAN void stack_copy_raw(uint64_t *dst, const uint64_t *src, size_t bytes)
@@ -283,6 +304,9 @@ void stack_move_sys(stack_move_t *mv)
         pc = ((uint64_t *)mv->sp)[CTX_RET];
     }
     bool stress = stackmap_cfg.stress;
+    /* the innermost frame is the runtime's: a runtime call's entry check (or
+     * gort_stack_reserve); the caller's pointer arguments are in registers or there */
+    bool rt_entry = mv->regs && safepc_in_runtime(pc);
     if (stress)
         r.named = calloc(used / 8 / 64 + 1, 8); /* NULL: no report, still correct */
     if (stackmap_cfg.precise_only || r.named) {
@@ -290,12 +314,16 @@ void stack_move_sys(stack_move_t *mv)
         if (mv->regs) {
             /* the register block: rbp is the chain (layer 1); the other registers are
              * layer 2, relocated here rather than reported: a register holding a stack
-             * address is the compiler's business, not a missing map entry */
+             * address is the compiler's business, not a missing map entry. At a
+             * runtime call's entry they are the call's arguments: relocated in every
+             * mode, as the runtime frame under them */
             for (int i = 0; i < RB_RFLAGS; i++)
-                if (i == RB_RBP || !stackmap_cfg.precise_only)
+                if (i == RB_RBP || !stackmap_cfg.precise_only || rt_entry)
                     reloc_word_precise(&r, (uintptr_t)&mv->regs[i]);
             reloc_mark(&r, (uintptr_t)&mv->regs[RB_RFLAGS]);
             reloc_mark(&r, (uintptr_t)&mv->regs[RB_RET]);
+            if (rt_entry)
+                reloc_runtime_frame(&r, (uintptr_t)&mv->regs[RB_WORDS], fp);
         } else {
             /* the saved context of a parked task, as the register block above: rbp is
              * the chain, the callee-saved registers are layer 2 */

@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "preempt/preempt.h"
 #include "rt.h"
 #include "sched_impl.h"
 #include "stackmap.h"
@@ -183,6 +184,8 @@ static bool reported_once(uint64_t key)
 void stress_report_word(g_t *g, uintptr_t old_addr, uint64_t val, uintptr_t pc,
                         uintptr_t cfa)
 {
+    if (pc && safepc_in_runtime(pc))
+        return; /* the runtime's own frames are relocated conservatively by design */
     funcinfo_t *fi = pc ? framemap_lookup_pc(pc) : NULL;
     uintptr_t fstart = fi ? fi->start : 0;
     intptr_t off = (intptr_t)old_addr - (intptr_t)cfa;
@@ -199,8 +202,10 @@ void stress_report_word(g_t *g, uintptr_t old_addr, uint64_t val, uintptr_t pc,
 
 void stress_report_nomap(funcinfo_t *fi, uintptr_t pc)
 {
-    if (!fi->start || atomic_exchange_explicit(&fi->reported, 1, memory_order_relaxed))
-        return;
+    if (!fi->start || safepc_in_runtime(pc) ||
+        atomic_exchange_explicit(&fi->reported, 1, memory_order_relaxed))
+        return; /* unknown code, the runtime's own frames (g_entry, a runtime call's
+                   entry check: no maps, by design), or reported already */
     char buf[200];
     uintptr_t unused;
     dbg_print("gort: stackmove: frame without a map: %s\n",

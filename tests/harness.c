@@ -29,6 +29,25 @@ void test_run(void (*fn)(void *), void *arg, int procs, int want)
     test_run_cfg(fn, arg, &cfg, want);
 }
 
+bool test_stress_mode(void)
+{
+    /* the runtime's own parse (core/debug.c) fills rt_debug only inside gort_run;
+     * tests decide their sizes before it: the same key, read here */
+    const char *env = getenv("GORT_DEBUG");
+    for (const char *p = env; p && (p = strstr(p, "stackmove=")) != NULL; p++)
+        if ((p == env || p[-1] == ',') && strtol(p + 10, NULL, 10) != 0)
+            return true;
+    return false;
+}
+
+void test_debug_add(const char *knob)
+{
+    char buf[256];
+    const char *cur = getenv("GORT_DEBUG");
+    snprintf(buf, sizeof buf, "%s%s%s", cur && *cur ? cur : "", cur && *cur ? "," : "", knob);
+    setenv("GORT_DEBUG", buf, 1);
+}
+
 uint64_t test_seed(const char *test_name, uint64_t fallback)
 {
     const char *env = getenv("GORT_TEST_SEED");

@@ -4,6 +4,7 @@
 #define GORT_TESTS_INTERNAL_H
 
 #include <check.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -22,6 +23,18 @@
 #else
 #define TEST_ITERS(normal, tsan) (normal)
 #endif
+
+/* GORT_DEBUG asks for stackmove=1 (the stress mode: a stack move at every GORT_FRAME
+ * check and runtime call, stackmap/README.md). A deep recursion then costs O(depth^2)
+ * copying: tests scale depths and counts down with it, never what they check. */
+bool test_stress_mode(void);
+/* `normal`, or `stress` under stackmove=1 (test_stress_mode). */
+#define TEST_STRESS_SCALE(normal, stress) (test_stress_mode() ? (stress) : (normal))
+
+/* Adds a knob to GORT_DEBUG for the next gort_run, keeping what the ctest environment
+ * set (migrate=1, stackmove=1). Check forks per test, so it lasts for the test; under
+ * CK_FORK=no (TSan) it lasts for the process. */
+void test_debug_add(const char *knob);
 
 /* Runs fn(arg) as the main task of a fresh runtime with cfg (NULL: defaults, procs from
  * GORT_PROCS or `procs` when > 0) and asserts gort_run returned `want`. Afterwards it

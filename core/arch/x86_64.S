@@ -167,8 +167,11 @@ stack_call_on:
  * restore from (the task may resume on another M, with its state copied aside). */
         .globl  gort_morestack
         .type   gort_morestack, @function
+        .globl  gort_morestack_rt_
+        .hidden gort_morestack_rt_
         .p2align 4
 gort_morestack:
+gort_morestack_rt_: /* the runtime's own entry (RT_ENTRY_CHECK, rt.h): no PLT */
         .cfi_startproc
         pushfq
         regs_push 1

@@ -282,7 +282,7 @@ static void stress_main(void *arg)
     uint64_t rng = test_seed("ctx_stress", 17);
     atomic_store(&failures, 0);
     static worker_t ws[WORKERS];
-    gort_ctx_t *mids[MIDS];
+    static gort_ctx_t *mids[MIDS]; /* the workers read it: not on this task's stack */
     gort_chan_t *ready = gort_chan_make(sizeof(int), WORKERS);
     gort_chan_t *finished = gort_chan_make(sizeof(int), WORKERS);
     for (int round = 0; round < STRESS_ROUNDS; round++) {

@@ -40,7 +40,8 @@ static void deep_main(void *arg)
 
 START_TEST(test_deep_1e6)
 {
-    struct deep_arg d = {.n = 1000000};
+    /* stackmove=1 moves the whole stack at every frame: O(depth^2) bytes copied */
+    struct deep_arg d = {.n = TEST_STRESS_SCALE(1000000, 5000)};
     test_run(deep_main, &d, 2, 0);
     uint64_t acc;
     uint64_t want = deep_expect(d.n, &acc);
@@ -168,12 +169,15 @@ static void many_task(void *arg)
     atomic_fetch_add(&many_done, 1);
 }
 
+/* Tasks per run: under stackmove=1 every frame of every task moves its stack. */
+static int many_count(void) { return TEST_STRESS_SCALE(MANY, 150); }
+
 static void many_main(void *arg)
 {
     uint64_t seed = *(uint64_t *)arg;
-    for (int i = 0; i < MANY; i++)
+    for (int i = 0; i < many_count(); i++)
         ck_assert_int_eq(gort_go(many_task, (void *)(uintptr_t)test_rand(&seed)), 0);
-    while (atomic_load(&many_done) < MANY)
+    while (atomic_load(&many_done) < many_count())
         gort_yield();
 }
 
@@ -184,7 +188,7 @@ START_TEST(test_many_tasks_growing)
     atomic_store(&many_done, 0);
     test_run(many_main, &seed, 2, 0);
     ck_assert_int_eq(atomic_load(&many_bad), 0);
-    ck_assert_int_eq(atomic_load(&many_done), MANY);
+    ck_assert_int_eq(atomic_load(&many_done), many_count());
     atomic_store(&many_done, 0);
     test_run(many_main, &seed, 1, 0);
     ck_assert_int_eq(atomic_load(&many_bad), 0);

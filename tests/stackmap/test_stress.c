@@ -1,5 +1,5 @@
 /* tests/stackmap/test_stress.c — the growth cases again with GORT_DEBUG=stackmove=1:
- * the stack moves at every GORT_FRAME check, old stacks are poisoned and quarantined,
+ * the stack moves at every GORT_FRAME check and runtime call, old stacks are poisoned and quarantined,
  * so any pointer the relocation misses faults or reads poison. */
 /* ctest-env: GORT_DEBUG=stackmove=1 */
 /* ctest-timeout: 120 */
