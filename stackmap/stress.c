@@ -56,6 +56,12 @@ static void quarantine_release_locked(qblock_t *q)
 {
     if (q->phi > q->plo)
         mprotect((void *)q->plo, q->phi - q->plo, PROT_READ | PROT_WRITE);
+#if defined(GORT_ASAN)
+    /* frames that ran on the block before its move left scope poison in the shadow
+     * after stress_quarantine cleared it (their epilogues ran on the new stack, at the
+     * new addresses, but instrumented code of the move path touched the old ones) */
+    __asan_unpoison_memory_region(q->lo, q->size);
+#endif
     const unsigned char *b = q->lo;
     for (size_t i = 0; i < q->size; i++) {
         if (b[i] != POISON_BYTE && !((uintptr_t)(b + i) >= q->plo && (uintptr_t)(b + i) < q->phi)) {
