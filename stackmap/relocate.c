@@ -102,6 +102,12 @@ void stack_big_free(void *lo, size_t size)
 
 void stack_block_free(void *lo, size_t size)
 {
+#if defined(GORT_ASAN)
+    /* the old block of a move keeps the redzones of the frames that were live at the
+     * move (they return on the new block, reloc_asan_shadow); the pool writes its
+     * free-list links into free blocks */
+    __asan_unpoison_memory_region(lo, size);
+#endif
     m_t *m = m_self();
     if (size <= POOL_MAX)
         stackpool_free(m ? m->p : NULL, lo, size);
