@@ -309,7 +309,10 @@ void *sysstack_call(void *(*fn)(void *), void *arg);
  * holds no P: morestack_slow's yield needs one), chan make/free, calls that switch to
  * the system stack themselves (gort_on_system_stack, gort_stack_reserve), and the
  * runtime's own internal calls made with a lock held (ctx cancel closes its done
- * channel through chan_close, under ctx.lock). */
+ * channel through chan_close, under ctx.lock).
+ * ASan builds: the call's instrumented prologue runs before the check and keeps the
+ * frame's shadow address in a register across it; relocate.c moves shadow addresses
+ * and shadow bytes with the stack in those builds (reloc_asan_shadow). */
 #define RT_ENTRY_CHECK()                                                               \
     __asm__ volatile("movq gort_tls_stackguard@gottpoff(%%rip), %%r11\n\t"             \
                      "cmpq %%fs:(%%r11), %%rsp\n\t"                                    \

@@ -24,6 +24,9 @@
  * Rejected: libunwind per frame (3–14 us a frame here); DWARF CFI walking (the chain
  * is there: task code keeps frame pointers).
  */
+#if defined(GORT_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -99,6 +102,12 @@ void stack_big_free(void *lo, size_t size)
 
 void stack_block_free(void *lo, size_t size)
 {
+#if defined(GORT_ASAN)
+    /* the old block of a move keeps the redzones of the frames that were live at the
+     * move (they return on the new block, reloc_asan_shadow); the pool writes its
+     * free-list links into free blocks */
+    __asan_unpoison_memory_region(lo, size);
+#endif
     m_t *m = m_self();
     if (size <= POOL_MAX)
         stackpool_free(m ? m->p : NULL, lo, size);
@@ -234,6 +243,40 @@ static GORT_NO_ASAN void reloc_runtime_frame(reloc_t *r, uintptr_t a, uintptr_t 
     }
 }
 
+#if defined(GORT_ASAN)
+/* ASan builds: an instrumented frame keeps its shadow address (frame >> 3, or with the
+ * mapping's offset added) in a callee-saved register or a slot from its prologue on,
+ * and its redzones are bytes of the old block's shadow. A frame live across a move
+ * (any caller of a GORT_FRAME function or of a checked runtime call) would go on
+ * poisoning and unpoisoning the old block's shadow (measured: stack-use-after-scope
+ * reports on quarantined blocks under stackmove=1, from the test's own loop locals).
+ * So the move carries both: the shadow bytes of [sp, hi) go to the new range, and
+ * every word of the new copy holding a shadow address of the old range moves by
+ * delta >> scale. Conservative, as layer 2: an integer equal to such an address is
+ * rewritten too (ASan builds only). */
+static GORT_NO_ASAN void reloc_asan_shadow(const reloc_t *r)
+{
+    size_t scale, off;
+    __asan_get_shadow_mapping(&scale, &off);
+    if (r->delta & (((intptr_t)1 << scale) - 1))
+        return; /* blocks are aligned: never, but a wrong shift would be worse */
+    uintptr_t from = r->sp & ~(((uintptr_t)1 << scale) - 1);
+    const uint8_t *ssrc = (const uint8_t *)((from >> scale) + off);
+    uint8_t *sdst = (uint8_t *)(((from + r->delta) >> scale) + off);
+    size_t sbytes = ((r->hi - from) >> scale);
+    for (size_t i = 0; i < sbytes; i++)
+        sdst[i] = ssrc[i];
+    uint64_t s0 = r->lo >> scale, s1 = s0 + off, span = (r->hi - r->lo) >> scale;
+    uint64_t sd = (uint64_t)(r->delta >> scale);
+    uint64_t *w = reloc_new(r, r->sp);
+    for (size_t i = 0, nw = (r->hi - r->sp) / 8; i < nw; i++) {
+        uint64_t v = w[i];
+        if (v - s0 <= span || v - s1 <= span)
+            w[i] = v + sd;
+    }
+}
+#endif
+
 /* A plain word copy of stack memory: not memcpy, which ASan intercepts and which would
  * report the redzones of the frames being copied. */
 static GORT_NO_ASAN void stack_copy_raw(uint64_t *dst, const uint64_t *src, size_t bytes)
@@ -343,6 +386,9 @@ void stack_move_sys(stack_move_t *mv)
         reloc_walk(&r, fp, pc, stress);
     }
     free(r.named);
+#if defined(GORT_ASAN)
+    reloc_asan_shadow(&r);
+#endif
     /* runtime-owned pointers of a running task: the entry argument (args copy at the
      * top); the other ones (wait records) exist only while parked: shrink.c */
     if (reloc_in_old(&r, (uintptr_t)g->arg))

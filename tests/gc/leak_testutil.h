@@ -17,10 +17,15 @@
 /* Unoptimised code (-O0) keeps stale copies of pointers in every frame, and sanitizer
  * runtimes keep more (ASan's quarantine holds freed blocks with their old contents, its
  * fake frames hold copies): a conservative scan sees them and misses leaks (never
- * reports a live task). The "must be found" assertions are strict only in optimised,
- * uninstrumented builds; "never more than planted" always. */
+ * reports a live task). GORT_DEBUG=stackmove=1 misses some too (measured before the
+ * morestack trampolines zeroed their dead register blocks: 1 run in 3 of
+ * test_leak_many's 100,000-task case found the 99,000 receivers reachable on its
+ * second scan); every move leaves copies in places a conservative scan may meet. A
+ * miss is within the detector's contract (every doubt counts as reachable). The "must
+ * be found" assertions are strict only in optimised, uninstrumented builds outside
+ * stress mode; "never more than planted" always. */
 #if defined(__OPTIMIZE__) && !defined(GORT_ASAN) && !defined(GORT_TSAN)
-#define LEAK_FOUND_STRICT 1
+#define LEAK_FOUND_STRICT (!test_stress_mode())
 #else
 #define LEAK_FOUND_STRICT 0
 #endif
