@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "gc/extent_wrap.h"
 #include "gc/gc.h"
 
 /* ------------------------------------------------------------ spinlocks */
@@ -104,95 +105,15 @@ static void ext_del(uintptr_t a, uintptr_t b)
     spin_unlock(&ext_lock);
 }
 
-static extent_hooks_t *ext_default;
-static extent_hooks_t ext_hooks;
-
-static void *ext_alloc(extent_hooks_t *h, void *addr, size_t size, size_t align, bool *zero,
-                       bool *commit, unsigned arena)
-{
-    void *p = ext_default->alloc(ext_default, addr, size, align, zero, commit, arena);
-    if (p)
-        ext_add((uintptr_t)p, (uintptr_t)p + size);
-    return p;
-}
-
-static bool ext_dalloc(extent_hooks_t *h, void *addr, size_t size, bool committed,
-                       unsigned arena)
-{
-    if (!ext_default->dalloc)
-        return true; /* opt out: jemalloc retains it, and it stays recorded */
-    bool refused = ext_default->dalloc(ext_default, addr, size, committed, arena);
-    if (!refused)
-        ext_del((uintptr_t)addr, (uintptr_t)addr + size);
-    return refused;
-}
-
-static void ext_destroy(extent_hooks_t *h, void *addr, size_t size, bool committed,
-                        unsigned arena)
-{
-    if (ext_default->destroy)
-        ext_default->destroy(ext_default, addr, size, committed, arena);
-    ext_del((uintptr_t)addr, (uintptr_t)addr + size);
-}
-
-static bool ext_commit(extent_hooks_t *h, void *addr, size_t size, size_t off, size_t len,
-                       unsigned arena)
-{
-    return ext_default->commit(ext_default, addr, size, off, len, arena);
-}
-
-static bool ext_decommit(extent_hooks_t *h, void *addr, size_t size, size_t off, size_t len,
-                         unsigned arena)
-{
-    return ext_default->decommit(ext_default, addr, size, off, len, arena);
-}
-
-static bool ext_purge_lazy(extent_hooks_t *h, void *addr, size_t size, size_t off, size_t len,
-                           unsigned arena)
-{
-    return ext_default->purge_lazy(ext_default, addr, size, off, len, arena);
-}
-
-static bool ext_purge_forced(extent_hooks_t *h, void *addr, size_t size, size_t off,
-                             size_t len, unsigned arena)
-{
-    return ext_default->purge_forced(ext_default, addr, size, off, len, arena);
-}
-
-static bool ext_split(extent_hooks_t *h, void *addr, size_t size, size_t a, size_t b,
-                      bool committed, unsigned arena)
-{
-    return ext_default->split(ext_default, addr, size, a, b, committed, arena);
-}
-
-static bool ext_merge(extent_hooks_t *h, void *a, size_t asz, void *b, size_t bsz,
-                      bool committed, unsigned arena)
-{
-    return ext_default->merge(ext_default, a, asz, b, bsz, committed, arena);
-}
+static extent_wrap_t ext_wrap; /* set once by heap_extent_hooks */
+static bool ext_wrap_ok;
 
 /* Called once by rt_alloc_init, before the arena exists (single-threaded). */
 void *heap_extent_hooks(void)
 {
-    if (ext_default)
-        return &ext_hooks;
-    extent_hooks_t *def = NULL;
-    size_t sz = sizeof def;
-    if (mallctl("arena.0.extent_hooks", &def, &sz, NULL, 0) != 0 || !def || !def->alloc)
-        return NULL;
-    ext_default = def;
-    ext_hooks = (extent_hooks_t){
-        .alloc = ext_alloc,
-        .dalloc = ext_dalloc,
-        .destroy = ext_destroy,
-        .commit = def->commit ? ext_commit : NULL,
-        .decommit = def->decommit ? ext_decommit : NULL,
-        .purge_lazy = def->purge_lazy ? ext_purge_lazy : NULL,
-        .purge_forced = def->purge_forced ? ext_purge_forced : NULL,
-        .split = def->split ? ext_split : NULL,
-        .merge = def->merge ? ext_merge : NULL,
-    };
-    return &ext_hooks;
+    if (!ext_wrap_ok)
+        ext_wrap_ok = extent_wrap_init(&ext_wrap, ext_add, ext_del);
+    return ext_wrap_ok ? &ext_wrap.hooks : NULL;
 }
 
 static struct {

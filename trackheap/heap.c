@@ -28,6 +28,8 @@
 #include <unistd.h>
 
 #include "trackheap/th.h"
+#define EXTENT_WRAP_ATTR TH_TEXT
+#include "gc/extent_wrap.h"
 
 /* ------------------------------------------------------------ spinlocks */
 
@@ -184,81 +186,20 @@ TH_TEXT void th_fork_after(void) { th_thaw(); }
 
 static th_spin_t ext_lock;   /* leaf but for region_lock; inside jemalloc's hooks */
 static rangeset_t ext;       /* ext_lock */
-static extent_hooks_t *ext_default;
-static extent_hooks_t ext_hooks;
+static extent_wrap_t ext_wrap; /* th_arenas_init */
 
-static TH_TEXT void *ext_alloc(extent_hooks_t *h, void *addr, size_t size, size_t align,
-                               bool *zero, bool *commit, unsigned arena)
-{
-    void *p = ext_default->alloc(ext_default, addr, size, align, zero, commit, arena);
-    if (p) {
-        th_lock(&ext_lock);
-        rangeset_add(&ext, (uintptr_t)p, (uintptr_t)p + size, th_map, th_unmap);
-        th_unlock(&ext_lock);
-    }
-    return p;
-}
-
-static TH_TEXT void ext_forget(void *addr, size_t size)
+static TH_TEXT void ext_mapped(uintptr_t lo, uintptr_t hi)
 {
     th_lock(&ext_lock);
-    rangeset_del(&ext, (uintptr_t)addr, (uintptr_t)addr + size, th_map, th_unmap);
+    rangeset_add(&ext, lo, hi, th_map, th_unmap);
     th_unlock(&ext_lock);
 }
 
-static TH_TEXT bool ext_dalloc(extent_hooks_t *h, void *addr, size_t size, bool committed,
-                               unsigned arena)
+static TH_TEXT void ext_unmapped(uintptr_t lo, uintptr_t hi)
 {
-    if (!ext_default->dalloc)
-        return true; /* opt out: jemalloc retains it, and it stays recorded */
-    bool refused = ext_default->dalloc(ext_default, addr, size, committed, arena);
-    if (!refused)
-        ext_forget(addr, size);
-    return refused;
-}
-
-static TH_TEXT void ext_destroy(extent_hooks_t *h, void *addr, size_t size, bool committed,
-                                unsigned arena)
-{
-    if (ext_default->destroy)
-        ext_default->destroy(ext_default, addr, size, committed, arena);
-    ext_forget(addr, size);
-}
-
-static TH_TEXT bool ext_commit(extent_hooks_t *h, void *addr, size_t size, size_t off,
-                               size_t len, unsigned arena)
-{
-    return ext_default->commit(ext_default, addr, size, off, len, arena);
-}
-
-static TH_TEXT bool ext_decommit(extent_hooks_t *h, void *addr, size_t size, size_t off,
-                                 size_t len, unsigned arena)
-{
-    return ext_default->decommit(ext_default, addr, size, off, len, arena);
-}
-
-static TH_TEXT bool ext_purge_lazy(extent_hooks_t *h, void *addr, size_t size, size_t off,
-                                   size_t len, unsigned arena)
-{
-    return ext_default->purge_lazy(ext_default, addr, size, off, len, arena);
-}
-
-static TH_TEXT bool ext_purge_forced(extent_hooks_t *h, void *addr, size_t size, size_t off,
-                                     size_t len, unsigned arena)
-{
-    return ext_default->purge_forced(ext_default, addr, size, off, len, arena);
-}
-
-static TH_TEXT bool ext_split(extent_hooks_t *h, void *addr, size_t size, size_t a, size_t b,
-                              bool committed, unsigned arena)
-{
-    return ext_default->split(ext_default, addr, size, a, b, committed, arena);
-}
-
-static TH_TEXT bool ext_merge(extent_hooks_t *h, void *a, size_t asz, void *b, size_t bsz,
-                              bool committed, unsigned arena)
-{
-    return ext_default->merge(ext_default, a, asz, b, bsz, committed, arena);
+    th_lock(&ext_lock);
+    rangeset_del(&ext, lo, hi, th_map, th_unmap);
+    th_unlock(&ext_lock);
 }
 
 static unsigned th_arena_ids[TH_ARENAS_MAX];
@@ -269,27 +210,13 @@ TH_TEXT unsigned th_arena(unsigned i) { return th_arena_ids[i % th_narenas]; }
 /* Creates the arenas. Called once, by the initialising thread (trackheap/malloc.c). */
 TH_TEXT bool th_arenas_init(void)
 {
-    extent_hooks_t *def = NULL;
-    size_t sz = sizeof def;
-    if (mallctl("arena.0.extent_hooks", &def, &sz, NULL, 0) != 0 || !def || !def->alloc)
+    if (!extent_wrap_init(&ext_wrap, ext_mapped, ext_unmapped))
         return false;
-    ext_default = def;
-    ext_hooks = (extent_hooks_t){
-        .alloc = ext_alloc,
-        .dalloc = ext_dalloc,
-        .destroy = ext_destroy,
-        .commit = def->commit ? ext_commit : NULL,
-        .decommit = def->decommit ? ext_decommit : NULL,
-        .purge_lazy = def->purge_lazy ? ext_purge_lazy : NULL,
-        .purge_forced = def->purge_forced ? ext_purge_forced : NULL,
-        .split = def->split ? ext_split : NULL,
-        .merge = def->merge ? ext_merge : NULL,
-    };
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned want = ncpu < 1 ? 1 : ncpu > TH_ARENAS_MAX ? TH_ARENAS_MAX : (unsigned)ncpu;
-    extent_hooks_t *hp = &ext_hooks;
+    extent_hooks_t *hp = &ext_wrap.hooks;
     for (unsigned i = 0; i < want; i++) {
-        sz = sizeof th_arena_ids[i];
+        size_t sz = sizeof th_arena_ids[i];
         if (mallctl("arenas.create", &th_arena_ids[i], &sz, &hp, sizeof hp) != 0)
             break;
         th_narenas = i + 1;
