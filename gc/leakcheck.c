@@ -25,6 +25,20 @@
 
 static _Atomic int world_busy; /* the `world` lock (rank 10): 1 while a cycle runs */
 
+/* Takes the world lock from a task, yielding while another holder has it.
+ * acquire: pairs with the release in world_release. */
+static void world_acquire_task(void)
+{
+    int expect = 0;
+    while (!atomic_compare_exchange_weak_explicit(&world_busy, &expect, 1,
+                                                  memory_order_acquire, memory_order_relaxed)) {
+        expect = 0;
+        gort_yield();
+    }
+}
+
+static void world_release(void) { atomic_store_explicit(&world_busy, 0, memory_order_release); }
+
 enum { STW_TIMEOUT_NS = 1000000000 };
 enum { MODE_LEAKS = 0, MODE_CANCEL = 1, MODE_COUNT_CANCELLED = 2, MODE_PERIODIC = 4 };
 
@@ -263,13 +277,7 @@ static __attribute__((noinline)) int cycle_run(int mode, FILE *report, gort_leak
         return -EPERM;
     if (heap_tracked_status() < 0)
         return -ENOTSUP; /* trackheap=1 without the layer: no answer rather than a wrong one */
-    int expect = 0;
-    /* acquire: pairs with the release below; one cycle at a time */
-    while (!atomic_compare_exchange_weak_explicit(&world_busy, &expect, 1,
-                                                  memory_order_acquire, memory_order_relaxed)) {
-        expect = 0;
-        gort_yield();
-    }
+    world_acquire_task(); /* one cycle at a time */
     /* The caller's callee-saved registers go to this frame, so a channel held only in
      * a register of the caller is seen. */
     uintptr_t regs[6];
@@ -286,7 +294,7 @@ static __attribute__((noinline)) int cycle_run(int mode, FILE *report, gort_leak
     __asm__ volatile("" : : "r"(regs) : "memory");
     last_stw_ns = q.stw_ns;
     last_mark_ns = q.mark_ns;
-    atomic_store_explicit(&world_busy, 0, memory_order_release);
+    world_release();
     report_write(report, q.text, q.text_len);
     return q.rc;
 }
@@ -354,7 +362,7 @@ static void periodic_fire(rtimer_t *t, int64_t now)
         periodic_report_write(q.text, q.text_len);
         last_stw_ns = q.stw_ns;
         last_mark_ns = q.mark_ns;
-        atomic_store_explicit(&world_busy, 0, memory_order_release);
+        world_release();
         /* Every task blocked on something only a task could signal and no timer left:
          * nothing can change any more. Pause, so gort_run sees and reports the deadlock
          * (a queued timer would keep it waiting forever); gort_leakcheck_interval from
@@ -394,18 +402,12 @@ int gort_leakcheck_interval(uint32_t ms)
 int leakcheck_at_exit(int rc)
 {
     /* a periodic report still waiting for stderr (main task context: it can wait) */
-    int expect = 0;
-    /* acquire: pairs with periodic_fire's release; the pending text is world_busy's */
-    while (!atomic_compare_exchange_weak_explicit(&world_busy, &expect, 1,
-                                                  memory_order_acquire, memory_order_relaxed)) {
-        expect = 0;
-        gort_yield();
-    }
+    world_acquire_task(); /* the pending text is the world lock's */
     char *pending = periodic_pending;
     size_t pending_len = periodic_pending_len;
     periodic_pending = NULL;
     periodic_pending_len = 0;
-    atomic_store_explicit(&world_busy, 0, memory_order_release);
+    world_release();
     report_write(stderr, pending, pending_len);
     if (!rt_debug.leakcheck)
         return rc;
