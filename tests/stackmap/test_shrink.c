@@ -287,9 +287,13 @@ static void deep_parker(void *arg)
     atomic_store(&deep_ok, 1);
 }
 
+/* arg: NULL, or the gort_go_opts stack_min the deep task is spawned with. Without it
+ * the stack goes down to the floor; with it, to exactly that size and never below:
+ * the size is a promise to its code without GORT_FRAME (the main task's 64 KiB
+ * likewise). */
 static void deep_main(void *arg)
 {
-    (void)arg;
+    size_t stack_min = arg ? *(const size_t *)arg : 0;
     size_t floor = sched.stack_min > STACK_FLOOR ? sched.stack_min : STACK_FLOOR;
     /* under stackmove=1 every frame of the descent moves the whole stack: a smaller
      * peak, still seven halvings above the floor */
@@ -297,7 +301,8 @@ static void deep_main(void *arg)
     deep_ch = gort_chan_make(8, 0);
     atomic_store(&deep_ok, 0);
     atomic_store(&deep_g, NULL);
-    ck_assert_int_eq(gort_go(deep_parker, (void *)target), 0);
+    gort_go_opts_t o = {.name = "deep", .stack_min = stack_min};
+    ck_assert_int_eq(gort_go_opts(&o, deep_parker, (void *)target), 0);
     deep_nsizes = 0;
     for (uint64_t round = 0; round < 3; round++) {
         g_t *g;
@@ -313,7 +318,10 @@ static void deep_main(void *arg)
         gort_stats(&s1);
         size_t sz = stack_size_of(g);
         deep_sizes[deep_nsizes++] = sz;
-        ck_assert_uint_le(sz, floor > 4096 ? floor : 4096);
+        if (stack_min)
+            ck_assert_uint_eq(sz, stack_min);
+        else
+            ck_assert_uint_le(sz, floor > 4096 ? floor : 4096);
         /* one halving per shrink: before / sz = 2^shrinks */
         ck_assert_uint_ge(s1.stack_shrinks - s0.stack_shrinks,
                           (uint64_t)__builtin_ctzl(before / sz));
@@ -334,41 +342,12 @@ START_TEST(test_shrink_deep_to_floor)
 }
 END_TEST
 
-/* A task spawned with a stack_min is never shrunk below it: the size is a promise to
- * its code without GORT_FRAME (the main task's 64 KiB likewise). It grows to 1 MiB,
- * parks, and twelve cycles take it down to exactly its 64 KiB. */
-enum { OPTS_MIN = 64 * 1024 };
-
-static void opts_main(void *arg)
-{
-    (void)arg;
-    deep_ch = gort_chan_make(8, 0);
-    atomic_store(&deep_ok, 0);
-    atomic_store(&deep_g, NULL);
-    gort_go_opts_t o = {.name = "opts", .stack_min = OPTS_MIN};
-    ck_assert_int_eq(gort_go_opts(&o, deep_parker, (void *)(size_t)(1u << 20)), 0);
-    for (uint64_t round = 0; round < 3; round++) {
-        g_t *g;
-        while (!(g = atomic_load(&deep_g)) ||
-               atomic_load_explicit(&g->status, memory_order_relaxed) != G_WAITING)
-            gort_yield();
-        ck_assert_uint_ge(stack_size_of(g), 1u << 20);
-        for (int i = 0; i < 12; i++)
-            ck_assert_int_ge(leaks_cycle(), 0);
-        ck_assert_uint_eq(stack_size_of(g), OPTS_MIN);
-        atomic_store(&deep_g, NULL);
-        uint64_t v = round * 31;
-        ck_assert_int_eq(gort_chan_send(deep_ch, &v), 0);
-    }
-    while (gort_ntasks() > 1)
-        gort_yield();
-    gort_chan_free(deep_ch);
-}
-
 START_TEST(test_shrink_keeps_requested_size)
 {
-    test_run(opts_main, NULL, 1 + _i, 0);
+    size_t stack_min = 64 * 1024;
+    test_run(deep_main, &stack_min, 1 + _i, 0);
     ck_assert_int_eq(atomic_load(&deep_ok), 1);
+    ck_assert_int_eq(deep_nsizes, 3);
 }
 END_TEST
 
