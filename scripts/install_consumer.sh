@@ -52,7 +52,7 @@ grep -q "prefix=$prefix\$" "$libdir/pkgconfig/gort.pc" || {
 
 export PKG_CONFIG_PATH=$libdir/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 # Task code must keep frame pointers (gort.h): the flags must say so.
-pkg-config --cflags gort | grep -q -- -fno-omit-frame-pointer || {
+grep -q -- -fno-omit-frame-pointer <<<"$(pkg-config --cflags gort)" || {
     echo "install_consumer: pkg-config --cflags gort lacks -fno-omit-frame-pointer" >&2; exit 1; }
 grep -q -- -fno-omit-frame-pointer "$libdir/cmake/gort/gortTargets.cmake" || {
     echo "install_consumer: gort::gort does not ask for -fno-omit-frame-pointer" >&2; exit 1; }
@@ -88,8 +88,12 @@ run_trackheap() {
         echo "install_consumer: $1 runs without the tracked-heap layer:" >&2
         echo "$err" >&2; exit 1
     fi
-    nm -D --defined-only "$1" 2>/dev/null | grep -qw malloc ||
-        ldd "$1" | grep -q libgort_trackheap || {
+    # Outputs captured first, as above: `cmd | grep -q` fails under pipefail when grep
+    # exits early and cmd dies of SIGPIPE (seen in CI on this very check).
+    local syms deps
+    syms=$(nm -D --defined-only "$1" 2>/dev/null || true)
+    deps=$(ldd "$1")
+    grep -qw malloc <<<"$syms" || grep -q libgort_trackheap <<<"$deps" || {
         echo "install_consumer: $1 does not get malloc from libgort_trackheap" >&2; exit 1; }
 }
 step "pkg-config --libs gort_trackheap: $(pkg-config --libs gort_trackheap)"
