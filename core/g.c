@@ -226,10 +226,10 @@ void sched_main_returned(void);
 
 static __attribute__((noreturn)) void g_exit_current(void)
 {
-    m_t *m = m_self();
-    g_t *g = m->curg;
+    g_t *g = g_self();
     if (g->id == 1)
-        sched_main_returned();
+        sched_main_returned(); /* the exit leak check may sleep: resumes on any M */
+    m_t *m = m_self(); /* read after it, not before */
     atomic_store_explicit(&g->status, G_DEAD, memory_order_relaxed);
     atomic_fetch_sub_explicit(&sched.ntasks, 1, memory_order_relaxed);
     if (g->lock_thread) {

@@ -8,6 +8,11 @@
 void ctx_switch(void **save_sp, void *load_sp);
 void ctx_entry(void);
 void *stack_call_on(void *(*fn)(void *), void *arg, void *sp);
+/* fn(a, b, c, d, sp) with the caller's callee-saved registers pushed at sp, and sp the
+ * lowest word of the caller's live stack (the leak detector's start for its own task). */
+uintptr_t call_with_callee_saves(uintptr_t (*fn)(uintptr_t, uintptr_t, uintptr_t, uintptr_t,
+                                                 uintptr_t),
+                                 uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t d);
 
 /* The thread pointer, read with asm volatile: the compiler can neither cache it across
  * a call nor move it, so a task that resumed on another thread sees that thread's TLS.

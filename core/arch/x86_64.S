@@ -101,6 +101,54 @@ stack_call_on:
         .cfi_endproc
         .size   stack_call_on, .-stack_call_on
 
+/* uintptr_t call_with_callee_saves(fn, a, b, c, d)
+ * Pushes rbx, rbp and r12-r15 as they were at the call, then returns
+ * fn(a, b, c, d, sp) with sp the address of that block: [sp, ...) is the caller's live
+ * stack with its callee-saved registers in it, and nothing of fn's frames. The leak
+ * detector scans the calling task from there; a start inside its own frames would read
+ * their uninitialised slots, stale words of earlier deeper calls (a planted channel
+ * pointer, and its leak missed). */
+        .globl  call_with_callee_saves
+        .hidden call_with_callee_saves
+        .type   call_with_callee_saves, @function
+        .p2align 4
+call_with_callee_saves:
+        .cfi_startproc
+        pushq   %rbp
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset rbp, 0
+        movq    %rsp, %rbp
+        .cfi_def_cfa_register rbp
+        pushq   %rbx
+        .cfi_rel_offset rbx, -8
+        pushq   %r12
+        .cfi_rel_offset r12, -16
+        pushq   %r13
+        .cfi_rel_offset r13, -24
+        pushq   %r14
+        .cfi_rel_offset r14, -32
+        pushq   %r15
+        .cfi_rel_offset r15, -40
+        movq    %rdi, %rax
+        movq    %rsi, %rdi
+        movq    %rdx, %rsi
+        movq    %rcx, %rdx
+        movq    %r8, %rcx
+        movq    %rsp, %r8
+        subq    $8, %rsp              /* 6 pushes after the return address: realign */
+        callq   *%rax
+        addq    $8, %rsp
+        popq    %r15
+        popq    %r14
+        popq    %r13
+        popq    %r12
+        popq    %rbx
+        popq    %rbp
+        .cfi_def_cfa rsp, 8
+        ret
+        .cfi_endproc
+        .size   call_with_callee_saves, .-call_with_callee_saves
+
 /* The register block of gort_morestack and preempt_async_entry (their C halves read
  * it as an array, last pushed first): rax rcx rdx rsi rdi r8-r11 rbx, then rbp if
  * with_rbp (preempt_async_entry pushed rbp before rflags, as a frame record), then

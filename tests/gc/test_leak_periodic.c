@@ -326,6 +326,69 @@ START_TEST(test_periodic_cycles_shrink)
 }
 END_TEST
 
+/* GORT_DEBUG=leakcheck at exit runs in the main task's exit path, and its report waits
+ * (gort_sleep) while another thread holds the stream's lock: the main task resumes on
+ * another M there (migrate=1 makes it likely). The exit path must not keep using the M
+ * it started on (it did: "switch: task is already running", or a dead M's P). */
+static _Atomic int stream_held;
+
+/* The leak: a task locking a mutex it holds, the mutex in its own args copy (> 256
+ * bytes: runtime memory that teardown frees, so the run leaves no byte behind). */
+static void t_mutex_twice(void *arg)
+{
+    GORT_FRAME();
+    gort_mutex_t *mu = arg;
+    gort_mutex_lock(mu);
+    gort_mutex_lock(mu);
+}
+
+static void t_hold_stderr(void *arg)
+{
+    GORT_FRAME();
+    (void)arg;
+    gort_lock_thread(); /* a FILE lock belongs to the thread */
+    flockfile(stderr);
+    atomic_store(&stream_held, 1);
+    gort_sleep(20000000);
+    funlockfile(stderr);
+    gort_unlock_thread();
+}
+
+static void exit_report_main(void *arg)
+{
+    GORT_FRAME();
+    (void)arg;
+    atomic_store(&stream_held, 0);
+    char args[320] = {0};
+    gort_go_opts_t o = {.args_size = sizeof args};
+    ck_assert_int_eq(gort_go_opts(&o, t_mutex_twice, args), 0);
+    ck_assert_int_eq(leaks_settle(1), 1);
+    ck_assert_int_eq(gort_go(t_hold_stderr, NULL), 0);
+    while (!atomic_load(&stream_held))
+        gort_yield();
+    /* returns: the exit check finds the leak and waits for stderr */
+}
+
+START_TEST(test_exit_report_waits_for_stream)
+{
+    const char *old = getenv("GORT_DEBUG");
+    char *saved = old ? strdup(old) : NULL;
+    test_debug_add("leakcheck=report,migrate=1");
+    enum { RUNS = 8 };
+    stderr_capture();
+    for (int i = 0; i < RUNS; i++)
+        test_run(exit_report_main, NULL, 2, 0);
+    char *log = stderr_restore();
+    if (saved)
+        setenv("GORT_DEBUG", saved, 1);
+    else
+        unsetenv("GORT_DEBUG");
+    free(saved);
+    ck_assert_int_eq(count_str(log, "gort: leak check: 1 leaked task in 1 group"), RUNS);
+    free(log);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gc_leak_periodic");
@@ -338,6 +401,7 @@ int main(void)
     tcase_add_test(tc, test_outside_task);
     tcase_add_loop_test(tc, test_periodic_cycles_shrink, 0, 2);
     tcase_add_test(tc, test_trackheap_without_layer);
+    tcase_add_test(tc, test_exit_report_waits_for_stream);
     suite_add_tcase(s, tc);
     return test_main(s);
 }
