@@ -139,6 +139,10 @@ struct g {
     uint32_t gc_flags;    /* GC_* (gc/gc.h): set by the gc with the world stopped before
                            * g_ready; read and cleared by the task itself when it resumes */
     bool preempt;         /* the scheduler asked it to yield at the next check */
+    bool xsave_live;      /* xsave holds live vector state: the task is stopped by a
+                           * signal (preempt/signal.c). Otherwise (resumed, or stopped at
+                           * a check, a call boundary) xsave is a stale dump the leak
+                           * detector must not read as roots (gc/mark.c) */
 #if defined(GORT_TSAN)
     void *tsan_fiber;     /* the task's TSan fiber; its M at create/switch/destroy */
 #endif

@@ -116,7 +116,9 @@ __attribute__((visibility("hidden"))) void *preempt_async_park(void *regs)
     if (timers_next(p) <= gort_now())
         sysstack_call(timers_run_sys, p);
     *errno_ptr() = saved_errno;
+    __atomic_store_n(&g->xsave_live, true, __ATOMIC_RELAXED);
     g_yield(true);
+    __atomic_store_n(&g->xsave_live, false, __ATOMIC_RELAXED);
     return g->xsave;
 }
 

@@ -244,6 +244,9 @@ static inline struct morestack_ret morestack_work(void *regs, void *scratch)
         if (g->xsave) { /* no memory for the state: keep running, try next time */
             memcpy(g->xsave, scratch, xs);
             m->p->n_preempt_coop++;
+            /* xsave_live stays false: a check is a call boundary, where the ABI makes
+             * every vector register caller-saved, so none holds a live pointer; what
+             * they hold is stale, often another task's (a switch does not clear them) */
             g_yield(true); /* Go's choice: a preempted task goes to the global runq */
             ret.xsave = g->xsave;
             m = m_self();
