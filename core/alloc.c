@@ -38,6 +38,7 @@ int rt_alloc_init(void)
 struct alloc_req {
     size_t size;
     size_t align;
+    bool untraced; /* not in the gc's object table (rt_alloc_untraced) */
     void *ptr;
 };
 
@@ -72,40 +73,72 @@ static void *alloc_on_sysstack(void *arg)
     if (r->ptr) {
         size_t usable = sallocx(r->ptr, 0);
         atomic_fetch_add_explicit(&rt_mem_bytes, (int64_t)usable, memory_order_relaxed);
-        heap_obj_add(r->ptr, usable); /* gc: a pointer inside it finds it */
+        if (!r->untraced)
+            heap_obj_add(r->ptr, usable); /* gc: a pointer inside it finds it */
     }
     return NULL;
+}
+
+static void *alloc_req_run(struct alloc_req *r)
+{
+    if (g_self())
+        sysstack_call(alloc_on_sysstack, r);
+    else
+        alloc_on_sysstack(r);
+    return r->ptr;
 }
 
 void *rt_alloc(size_t size) { return rt_alloc_aligned(size, 0); }
 
 void *rt_alloc_aligned(size_t size, size_t align)
 {
-    struct alloc_req r = {size, align, NULL};
-    if (g_self())
-        sysstack_call(alloc_on_sysstack, &r);
-    else
-        alloc_on_sysstack(&r);
-    return r.ptr;
+    struct alloc_req r = {.size = size, .align = align};
+    return alloc_req_run(&r);
 }
 
-static void *free_on_sysstack(void *ptr)
+void *rt_alloc_untraced(size_t size)
 {
-    heap_obj_del(ptr);
-    atomic_fetch_sub_explicit(&rt_mem_bytes, (int64_t)sallocx(ptr, 0), memory_order_relaxed);
+    struct alloc_req r = {.size = size, .untraced = true};
+    return alloc_req_run(&r);
+}
+
+struct free_req {
+    void *ptr;
+    bool untraced;
+};
+
+static void *free_on_sysstack(void *arg)
+{
+    struct free_req *r = arg;
+    if (!r->untraced)
+        heap_obj_del(r->ptr);
+    atomic_fetch_sub_explicit(&rt_mem_bytes, (int64_t)sallocx(r->ptr, 0),
+                              memory_order_relaxed);
 #if defined(GORT_TSAN)
-    __tsan_release(ptr); /* pairs with the acquire of the region's next allocation */
+    __tsan_release(r->ptr); /* pairs with the acquire of the region's next allocation */
 #endif
-    dallocx(ptr, rt_flags());
+    dallocx(r->ptr, rt_flags());
     return NULL;
+}
+
+static void free_req_run(struct free_req *r)
+{
+    if (!r->ptr)
+        return;
+    if (g_self())
+        sysstack_call(free_on_sysstack, r);
+    else
+        free_on_sysstack(r);
 }
 
 void rt_free(void *ptr)
 {
-    if (!ptr)
-        return;
-    if (g_self())
-        sysstack_call(free_on_sysstack, ptr);
-    else
-        free_on_sysstack(ptr);
+    struct free_req r = {ptr, false};
+    free_req_run(&r);
+}
+
+void rt_free_untraced(void *ptr)
+{
+    struct free_req r = {ptr, true};
+    free_req_run(&r);
 }

@@ -103,14 +103,14 @@ g_t *g_alloc(size_t stack_size)
     }
     bool fresh = !g;
     if (fresh) {
-        g = rt_alloc(sizeof *g);
+        g = rt_alloc_untraced(sizeof *g);
         if (!g)
             return NULL;
     }
     void *stk = stackpool_alloc(p, want);
     if (!stk) {
         if (fresh)
-            rt_free(g);
+            rt_free_untraced(g);
         else
             g_free_deferred(g);
         return NULL;
@@ -122,7 +122,7 @@ g_t *g_alloc(size_t stack_size)
 #endif
         if (!allg_add(g)) {
             stackpool_free(p, stk, want);
-            rt_free(g);
+            rt_free_untraced(g);
             return NULL;
         }
     }
@@ -207,7 +207,7 @@ void g_destroy_all(void)
 #if defined(GORT_TSAN)
         __tsan_destroy_fiber(g->tsan_fiber);
 #endif
-        rt_free(g);
+        rt_free_untraced(g);
     }
     rt_free(allg);
     allg = NULL;

@@ -365,5 +365,11 @@ void dbg_print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void *rt_alloc(size_t size);       /* zeroed; NULL on failure */
 void *rt_alloc_aligned(size_t size, size_t align); /* zeroed, align a power of two */
 void rt_free(void *ptr);
+/* The same memory, left out of the gc's object table (one slot, ~32 bytes resident, per
+ * object, and a range to sort in every cycle): for task records, which the gc never
+ * traces (their live contents are roots by task state, gc/mark.c). Freed only with
+ * rt_free_untraced. */
+void *rt_alloc_untraced(size_t size); /* zeroed; NULL on failure */
+void rt_free_untraced(void *ptr);
 
 #endif

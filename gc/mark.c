@@ -108,8 +108,9 @@ static ptrdiff_t stack_find(const marker_t *mk, uintptr_t v)
     return v < t->g->stack_hi ? (ptrdiff_t)mk->stacks[lo - 1].hi : -1;
 }
 
-/* Objects that are never traced: task records (they hold every wait object), the
- * allg array (it holds every task record), Ps and Ms and what an M owns (stale words:
+/* Objects that are never traced: task records are not even objects (they hold every
+ * wait object; rt_alloc_untraced keeps them out of the table), the allg array (it
+ * holds every task record), Ps and Ms and what an M owns (stale words:
  * m->defer_lock points into the last channel a task parked on; the SIGURG altstack
  * and the vector save areas hold register dumps of interrupted tasks). Their live
  * contents, tasks and timers, are handled as roots explicitly. */
@@ -141,16 +142,12 @@ static GORT_NO_ASAN void opaque_build(marker_t *mk)
     }
 }
 
-static GORT_NO_ASAN bool obj_is_opaque(const marker_t *mk, uintptr_t start, size_t size)
+static bool obj_is_opaque(const marker_t *mk, uintptr_t start)
 {
     for (size_t i = 0; i < mk->nopaque; i++)
         if (mk->opaque[i] == start)
             return true;
-    if (size < sizeof(g_t))
-        return false;
-    const g_t *g = (const g_t *)start;
-    uint64_t i = g->allg_index;
-    return i < allg_len && allg[i] == g;
+    return false;
 }
 
 static inline void mark_word(marker_t *mk, uintptr_t v)
@@ -159,7 +156,7 @@ static inline void mark_word(marker_t *mk, uintptr_t v)
     if (i < 0 || mk->marks[i])
         return;
     mk->marks[i] = 1;
-    if (!obj_is_opaque(mk, mk->objs[i].lo, mk->objs[i].hi - mk->objs[i].lo))
+    if (!obj_is_opaque(mk, mk->objs[i].lo))
         mk->work[mk->nwork++] = (uint32_t)i;
 }
 
