@@ -74,7 +74,7 @@ void gc_unmap(void *p, size_t bytes);
  * on these VMs): at least `bytes` of slot `slot`, contents undefined, NULL on ENOMEM.
  * Only the cycle (world flag held) uses them. */
 enum { SCR_OBJS, SCR_MARKS, SCR_WORK, SCR_STACKS, SCR_TASKS, SCR_MAPS, SCR_EXCL, SCR_MAPSBUF,
-       SCR_CHUNKS, SCR_SORT, SCR_LEAKS, SCR_REPORT, SCR_COUNT };
+       SCR_CHUNKS, SCR_SORT, SCR_LEAKS, SCR_REPORT, SCR_OBJIDX, SCR_COUNT };
 void *gc_scratch(int slot, size_t bytes);
 /* Copies the ranges gc_map handed out and the runtime arena's extents into out (at most
  * max); returns the count (may exceed max: call again with more room). */

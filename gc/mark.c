@@ -56,6 +56,10 @@ typedef struct marker {
     range_t *objs;      /* sorted registered objects */
     size_t nobjs;
     uintptr_t objs_lo, objs_hi;
+    uint32_t *bucket_first; /* per 2^bucket_shift bytes from objs_lo: the first object
+                               whose hi lies above the bucket's start (NULL: none) */
+    size_t nbuckets;
+    unsigned bucket_shift;
     uint8_t *marks;     /* per object: 1 marked */
     uint32_t *work;     /* object indices to trace */
     size_t nwork;
@@ -71,11 +75,24 @@ typedef struct marker {
 
 /* ------------------------------------------------------------ lookups */
 
+/* The lookup every scanned word makes. A binary search over all objects missed the
+ * cache at nearly every step with millions of tracked blocks (60% of such a cycle):
+ * the bucket index narrows it to the few objects of one address bucket first. */
 static inline ptrdiff_t obj_find(const marker_t *mk, uintptr_t v)
 {
     if (v < mk->objs_lo || v >= mk->objs_hi)
         return -1;
     size_t lo = 0, hi = mk->nobjs;
+    if (mk->bucket_first) {
+        size_t b = (v - mk->objs_lo) >> mk->bucket_shift;
+        /* the object holding v starts at or after first[b] (objects ending before the
+         * bucket cannot hold v) and at or before first[b+1] (one that reaches into the
+         * next bucket is that bucket's first) */
+        lo = mk->bucket_first[b];
+        hi = b + 1 < mk->nbuckets ? (size_t)mk->bucket_first[b + 1] + 1 : mk->nobjs;
+        if (hi > mk->nobjs)
+            hi = mk->nobjs;
+    }
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
         if (mk->objs[mid].lo <= v)
@@ -505,6 +522,35 @@ static int leak_add(leak_set_t *s, g_t *g, int64_t now)
     return 0;
 }
 
+/* obj_find's bucket index: about one bucket per object (a power-of-two size of at
+ * least 4 KiB), so the index costs 4 bytes an object and a lookup searches a bucket's
+ * few objects. Objects are sorted and disjoint. Without scratch memory, or with more
+ * than 2^32 objects, obj_find searches everything, as before. */
+static void objs_index_build(marker_t *mk)
+{
+    mk->bucket_first = NULL;
+    if (mk->nobjs < 64 || mk->nobjs >= UINT32_MAX)
+        return;
+    uintptr_t span = mk->objs_hi - mk->objs_lo;
+    unsigned shift = 12;
+    while (shift < 63 && (span >> shift) > mk->nobjs)
+        shift++;
+    size_t nb = (size_t)((span - 1) >> shift) + 1;
+    uint32_t *first = gc_scratch(SCR_OBJIDX, nb * sizeof *first);
+    if (!first)
+        return;
+    size_t i = 0;
+    for (size_t b = 0; b < nb; b++) {
+        uintptr_t start = mk->objs_lo + ((uintptr_t)b << shift);
+        while (i < mk->nobjs && mk->objs[i].hi <= start)
+            i++;
+        first[b] = (uint32_t)i;
+    }
+    mk->bucket_first = first;
+    mk->nbuckets = nb;
+    mk->bucket_shift = shift;
+}
+
 int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp)
 {
     marker_t mk = {0};
@@ -521,6 +567,7 @@ int mark_find_leaks(leak_set_t *out, g_t *self, uintptr_t self_sp)
     for (size_t i = 0; i < mk.nobjs; i++)
         if (mk.objs[i].hi > mk.objs_hi)
             mk.objs_hi = mk.objs[i].hi;
+    objs_index_build(&mk);
     mk.marks = gc_scratch(SCR_MARKS, mk.nobjs + 1);
     mk.work = gc_scratch(SCR_WORK, (mk.nobjs + 1) * sizeof(uint32_t));
     mk.stacks = gc_scratch(SCR_STACKS, (allg_len + 1) * sizeof(range_t));
