@@ -1,34 +1,10 @@
-/* core/runq.c — a P's local run queue: a 256-slot ring plus the runnext slot.
- *
- * Single producer (the owner P pushes at tail), multiple consumers (the owner pops and
- * thieves grab, both by CAS on head). Go's runq design, restated:
- *  - The owner writes slot[tail] with a relaxed store, then publishes it with a release
- *    store of tail; consumers load tail with acquire, so they see the slot's value.
- *  - Consumers read slots [head, head+n) and then CAS head forward (acq_rel on success):
- *    the CAS proves no one else consumed those slots meanwhile, and the owner cannot
- *    overwrite them before head moves past them (it checks tail - head < RUNQ_SIZE with
- *    an acquire load of head, pairing with the consumers' release CAS).
- *  - runnext is exchanged/CASed, never stored plainly, so an owner pop and a thief
- *    cannot both take the same task.
- * Invariant: a runnable task is in exactly one of a runq slot range [head, tail), a
- * runnext slot, or the global runq.
- */
+/* core/runq.c — a P's local run queue: spilling to the global queue and stealing.
+ * The design and its memory-ordering argument sit with the owner's inline put, get
+ * and empty in sched_impl.h. */
 #include "rt.h"
 #include "sched_impl.h"
 
 enum { RUNNEXT_GRACE_NS = 3000 };
-
-/* Owner only; never switches. */
-bool runq_put(p_t *p, g_t *g)
-{
-    uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
-    uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed); /* own */
-    if (t - h >= RUNQ_SIZE)
-        return false;
-    atomic_store_explicit(&p->runq[t % RUNQ_SIZE], g, memory_order_relaxed);
-    atomic_store_explicit(&p->runq_tail, t + 1, memory_order_release); /* publishes slot t */
-    return true;
-}
 
 /* Moves half of p's full queue to the global runq in one batch (owner only;
  * sysstack: the batch buffer is 1 KiB). */
@@ -62,35 +38,6 @@ void runq_put_or_global(p_t *p, g_t *g)
 {
     while (!runq_put(p, g))
         sysstack_call(runq_spill, p);
-}
-
-/* Owner only. runnext first: it inherits the rest of the current time slice. */
-g_t *runq_get(p_t *p)
-{
-    g_t *next = atomic_load_explicit(&p->runnext, memory_order_relaxed);
-    /* acquire: pairs with the release exchange that put it there (maybe on another M) */
-    if (next && atomic_compare_exchange_strong_explicit(&p->runnext, &next, NULL,
-                                                        memory_order_acquire,
-                                                        memory_order_relaxed))
-        return next;
-    for (;;) {
-        uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
-        uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed); /* own */
-        if (t == h)
-            return NULL;
-        g_t *g = atomic_load_explicit(&p->runq[h % RUNQ_SIZE], memory_order_relaxed);
-        /* acq_rel: consumes slot h against thieves racing for it */
-        if (atomic_compare_exchange_weak_explicit(&p->runq_head, &h, h + 1,
-                                                  memory_order_acq_rel, memory_order_relaxed))
-            return g;
-    }
-}
-
-bool runq_empty(p_t *p)
-{
-    uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
-    uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_acquire);
-    return h == t && atomic_load_explicit(&p->runnext, memory_order_acquire) == NULL;
 }
 
 /* Grabs half of victim's queue (or its runnext when the queue is empty and

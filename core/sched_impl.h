@@ -84,11 +84,64 @@ typedef struct rt_debug {
 extern RT_HIDDEN rt_debug_t rt_debug;
 void debug_parse(const char *env);
 
-/* runq.c — owner-P operations and stealing. */
-bool runq_put(p_t *p, g_t *g);           /* owner only; false if full (caller goes global) */
+/* A P's local run queue: a 256-slot ring plus the runnext slot (runq.c has the rest).
+ * Single producer (the owner P pushes at tail), multiple consumers (the owner pops and
+ * thieves grab, both by CAS on head). Go's runq design, restated:
+ *  - The owner writes slot[tail] with a relaxed store, then publishes it with a release
+ *    store of tail; consumers load tail with acquire, so they see the slot's value.
+ *  - Consumers read slots [head, head+n) and then CAS head forward (acq_rel on success):
+ *    the CAS proves no one else consumed those slots meanwhile, and the owner cannot
+ *    overwrite them before head moves past them (it checks tail - head < RUNQ_SIZE with
+ *    an acquire load of head, pairing with the consumers' release CAS).
+ *  - runnext is exchanged/CASed, never stored plainly, so an owner pop and a thief
+ *    cannot both take the same task.
+ * Invariant: a runnable task is in exactly one of a runq slot range [head, tail), a
+ * runnext slot, or the global runq.
+ * The owner's put, get and empty are inline: they sit on every yield and switch
+ * (-84 instructions a yield pair, callgrind). The CASes use the value-returning
+ * __sync builtin, so no local's address is taken: with an address-taken `expected`
+ * inlined into frames that park, ASan reported an "unknown-crash" (perf/README.md). */
+
+/* Owner only; never switches. False if full (the caller goes global). */
+static inline bool runq_put(p_t *p, g_t *g)
+{
+    uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
+    uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed); /* own */
+    if (t - h >= RUNQ_SIZE)
+        return false;
+    atomic_store_explicit(&p->runq[t % RUNQ_SIZE], g, memory_order_relaxed);
+    atomic_store_explicit(&p->runq_tail, t + 1, memory_order_release); /* publishes slot t */
+    return true;
+}
+
+/* Owner only. runnext first: it inherits the rest of the current time slice. */
+static inline g_t *runq_get(p_t *p)
+{
+    g_t *next = atomic_load_explicit(&p->runnext, memory_order_relaxed);
+    /* full barrier (lock cmpxchg), at least the acquire that pairs with the release
+     * exchange that put it there (maybe on another M) */
+    if (next && __sync_val_compare_and_swap((g_t **)&p->runnext, next, NULL) == next)
+        return next;
+    for (;;) {
+        uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
+        uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed); /* own */
+        if (t == h)
+            return NULL;
+        g_t *g = atomic_load_explicit(&p->runq[h % RUNQ_SIZE], memory_order_relaxed);
+        /* full barrier, at least acq_rel: consumes slot h against thieves racing for it */
+        if (__sync_val_compare_and_swap((uint32_t *)&p->runq_head, h, h + 1) == h)
+            return g;
+    }
+}
+
+static inline bool runq_empty(p_t *p)
+{
+    uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
+    uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_acquire);
+    return h == t && atomic_load_explicit(&p->runnext, memory_order_acquire) == NULL;
+}
+
 void runq_put_or_global(p_t *p, g_t *g); /* owner only; half to global on overflow */
-g_t *runq_get(p_t *p);                   /* owner only; runnext first */
-bool runq_empty(p_t *p);
 uint32_t runq_steal(p_t *p, p_t *victim, bool steal_runnext); /* owner of p; into p's runq */
 g_t *runq_pop_stolen(p_t *p);
 
