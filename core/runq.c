@@ -32,12 +32,12 @@ static void *runq_spill(void *arg)
     }
 }
 
-/* Owner only. On a full queue half of it goes to the global runq in one batch, so a
- * producer that outruns its consumers does not take the global lock per task. */
-void runq_put_or_global(p_t *p, g_t *g)
+/* Owner only, runq_put_or_global's slow path: p's queue was full. */
+void runq_spill_put(p_t *p, g_t *g)
 {
-    while (!runq_put(p, g))
+    do
         sysstack_call(runq_spill, p);
+    while (!runq_put(p, g));
 }
 
 /* Grabs half of victim's queue (or its runnext when the queue is empty and

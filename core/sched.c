@@ -316,7 +316,9 @@ static g_t *sched_next_fast(m_t *m)
                                                        memory_order_acquire,
                                                        memory_order_relaxed)) {
         p_tick(p);
-        g = runq_get(p);
+        /* runnext was just found empty or taken by a thief: the ring (a task readied
+         * into runnext since then waits for the next pick, as it would have anyway) */
+        g = runq_get_ring(p);
     }
     if (g && unlikely(g->locked_m && g->locked_m != m)) {
         m->nextg = g; /* g0 hands it to its M */

@@ -114,14 +114,9 @@ static inline bool runq_put(p_t *p, g_t *g)
     return true;
 }
 
-/* Owner only. runnext first: it inherits the rest of the current time slice. */
-static inline g_t *runq_get(p_t *p)
+/* Owner only: the ring alone (runq_get tries runnext first). */
+static inline g_t *runq_get_ring(p_t *p)
 {
-    g_t *next = atomic_load_explicit(&p->runnext, memory_order_relaxed);
-    /* full barrier (lock cmpxchg), at least the acquire that pairs with the release
-     * exchange that put it there (maybe on another M) */
-    if (next && __sync_val_compare_and_swap((g_t **)&p->runnext, next, NULL) == next)
-        return next;
     for (;;) {
         uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
         uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_relaxed); /* own */
@@ -134,6 +129,17 @@ static inline g_t *runq_get(p_t *p)
     }
 }
 
+/* Owner only. runnext first: it inherits the rest of the current time slice. */
+static inline g_t *runq_get(p_t *p)
+{
+    g_t *next = atomic_load_explicit(&p->runnext, memory_order_relaxed);
+    /* full barrier (lock cmpxchg), at least the acquire that pairs with the release
+     * exchange that put it there (maybe on another M) */
+    if (next && __sync_val_compare_and_swap((g_t **)&p->runnext, next, NULL) == next)
+        return next;
+    return runq_get_ring(p);
+}
+
 static inline bool runq_empty(p_t *p)
 {
     uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
@@ -141,7 +147,15 @@ static inline bool runq_empty(p_t *p)
     return h == t && atomic_load_explicit(&p->runnext, memory_order_acquire) == NULL;
 }
 
-void runq_put_or_global(p_t *p, g_t *g); /* owner only; half to global on overflow */
+void runq_spill_put(p_t *p, g_t *g); /* runq.c: runq_put_or_global's full-queue path */
+
+/* Owner only. On a full queue half of it goes to the global runq in one batch, so a
+ * producer that outruns its consumers does not take the global lock per task. */
+static inline void runq_put_or_global(p_t *p, g_t *g)
+{
+    if (unlikely(!runq_put(p, g)))
+        runq_spill_put(p, g);
+}
 uint32_t runq_steal(p_t *p, p_t *victim, bool steal_runnext); /* owner of p; into p's runq */
 g_t *runq_pop_stolen(p_t *p);
 
