@@ -589,6 +589,63 @@ START_TEST(run_100_times_leaves_nothing)
 }
 END_TEST
 
+/* A parked task's saved x87 control word and mxcsr (core/arch/x86_64.S) are whole
+ * words: fnstcw and stmxcsr write 2 and 4 bytes, and the rest of each slot used to keep
+ * an old stack word's upper half. The stack mover's conservative pass could take such a
+ * slot for a stack address and "relocate" it, and the resume then loaded an mxcsr with
+ * reserved bits (#GP, seen in test_guard ~1 run in 200 under load). Here the region
+ * the context is pushed into is first filled with all-ones words. */
+static g_t *_Atomic ctx_task;
+
+static __attribute__((noinline)) void dirty_below(void)
+{
+    GORT_FRAME();
+    volatile uint64_t junk[64];
+    for (int i = 0; i < 64; i++)
+        junk[i] = ~(uint64_t)0;
+    __asm__ volatile("" : : "r"(junk) : "memory");
+}
+
+static void ctx_parker(void *arg)
+{
+    GORT_FRAME();
+    atomic_store(&ctx_task, g_self());
+    dirty_below();
+    gort_chan_recv(arg, NULL);
+}
+
+static void ctx_words_main(void *arg)
+{
+    GORT_FRAME();
+    (void)arg;
+    gort_chan_t *c = gort_chan_make(0, 0);
+    ck_assert_ptr_nonnull(c);
+    gort_go_opts_t o = {.stack_min = 16384};
+    ck_assert_int_eq(gort_go_opts(&o, ctx_parker, c), 0);
+    g_t *t;
+    while (!(t = atomic_load(&ctx_task)) ||
+           atomic_load_explicit(&t->status, memory_order_acquire) != G_WAITING)
+        gort_yield();
+    const uint64_t *ctx = t->ctx.sp;
+    uint16_t cw;
+    uint32_t mxcsr;
+    __asm__ volatile("fnstcw %0" : "=m"(cw));
+    __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
+    ck_assert_uint_eq(ctx[0], cw);    /* no stale upper bytes */
+    ck_assert_uint_eq(ctx[1], mxcsr);
+    ck_assert_int_eq(gort_chan_close(c), 0);
+    while (gort_ntasks() > 1)
+        gort_yield();
+    gort_chan_free(c);
+}
+
+START_TEST(saved_context_words_are_whole)
+{
+    atomic_store(&ctx_task, NULL);
+    test_run(ctx_words_main, NULL, 1, 0);
+}
+END_TEST
+
 static Suite *sched_suite(void)
 {
     Suite *s = suite_create("sched");
@@ -608,6 +665,7 @@ static Suite *sched_suite(void)
     tcase_add_test(tc, canary_reports_overflow);
     tcase_add_test(tc, frame_check_reports_overflow);
     tcase_add_test(tc, run_100_times_leaves_nothing);
+    tcase_add_test(tc, saved_context_words_are_whole);
     suite_add_tcase(s, tc);
     return s;
 }
