@@ -367,7 +367,7 @@ static int g_spawn(const gort_go_opts_t *o, void (*fn)(void *), void *arg, void 
         return r.rc;
     m = m_self();
     /* Like Go's newproc: the new task goes to runnext and runs when the spawner blocks. */
-    g_t *old = atomic_exchange_explicit(&m->p->runnext, r.g, memory_order_acq_rel);
+    g_t *old = runnext_swap(m->p, r.g);
     if (old)
         runq_put_or_global(m->p, old);
     m->p->n_created++;

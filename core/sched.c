@@ -312,9 +312,7 @@ static g_t *sched_next_fast(m_t *m)
      * its slice, sysmon preempts it, and the P's queue gets its turn (without this,
      * tasks queued behind a ping-pong pair waited > 200 ms). */
     g_t *g = atomic_load_explicit(&p->runnext, memory_order_relaxed);
-    if (!g || !atomic_compare_exchange_strong_explicit(&p->runnext, &g, NULL,
-                                                       memory_order_acquire,
-                                                       memory_order_relaxed)) {
+    if (!g || !runnext_take(p, g)) {
         p_tick(p);
         /* runnext was just found empty or taken by a thief: the ring (a task readied
          * into runnext since then waits for the next pick, as it would have anyway) */
@@ -375,7 +373,7 @@ void g_ready(g_t *g)
          * g's saved context. */
         p_t *p = m->p;
         if (m->curg) {
-            g_t *old = atomic_exchange_explicit(&p->runnext, g, memory_order_acq_rel);
+            g_t *old = runnext_swap(p, g);
             if (old)
                 runq_put_or_global(p, old);
         } else {

@@ -102,6 +102,37 @@ void debug_parse(const char *env);
  * __sync builtin, so no local's address is taken: with an address-taken `expected`
  * inlined into frames that park, ASan reported an "unknown-crash" (perf/README.md). */
 
+/* With one P nobody but its owner changes its queue or runnext: stealing needs a P of
+ * one's own, and a P changes hands only under sched.lock. The owner's locked
+ * read-modify-writes (~20 cycles each, the largest single cost of a yield) then become
+ * relaxed atomic loads and stores. Other threads still read these fields (schedtrace,
+ * the deadlock check): they stay atomic. */
+static inline bool runq_single_p(void) { return sched.nprocs == 1; }
+
+/* Owner only: takes g out of runnext if it is still there. */
+static inline bool runnext_take(p_t *p, g_t *g)
+{
+    if (runq_single_p()) {
+        atomic_store_explicit(&p->runnext, NULL, memory_order_relaxed);
+        return true;
+    }
+    /* full barrier (lock cmpxchg), at least the acquire that pairs with the release
+     * exchange that put it there (maybe on another M) */
+    return __sync_val_compare_and_swap((g_t **)&p->runnext, g, NULL) == g;
+}
+
+/* Owner only: puts g in runnext; returns the task it displaced (the caller queues it). */
+static inline g_t *runnext_swap(p_t *p, g_t *g)
+{
+    if (runq_single_p()) {
+        g_t *old = atomic_load_explicit(&p->runnext, memory_order_relaxed);
+        atomic_store_explicit(&p->runnext, g, memory_order_relaxed);
+        return old;
+    }
+    /* release: whoever takes g from runnext (maybe a thief) sees its saved context */
+    return atomic_exchange_explicit(&p->runnext, g, memory_order_acq_rel);
+}
+
 /* Owner only; never switches. False if full (the caller goes global). */
 static inline bool runq_put(p_t *p, g_t *g)
 {
@@ -123,6 +154,10 @@ static inline g_t *runq_get_ring(p_t *p)
         if (t == h)
             return NULL;
         g_t *g = atomic_load_explicit(&p->runq[h % RUNQ_SIZE], memory_order_relaxed);
+        if (runq_single_p()) {
+            atomic_store_explicit(&p->runq_head, h + 1, memory_order_relaxed);
+            return g;
+        }
         /* full barrier, at least acq_rel: consumes slot h against thieves racing for it */
         if (__sync_val_compare_and_swap((uint32_t *)&p->runq_head, h, h + 1) == h)
             return g;
@@ -133,9 +168,7 @@ static inline g_t *runq_get_ring(p_t *p)
 static inline g_t *runq_get(p_t *p)
 {
     g_t *next = atomic_load_explicit(&p->runnext, memory_order_relaxed);
-    /* full barrier (lock cmpxchg), at least the acquire that pairs with the release
-     * exchange that put it there (maybe on another M) */
-    if (next && __sync_val_compare_and_swap((g_t **)&p->runnext, next, NULL) == next)
+    if (next && runnext_take(p, next))
         return next;
     return runq_get_ring(p);
 }
