@@ -97,8 +97,8 @@ g_t *g_alloc(size_t stack_size)
         __asan_unpoison_memory_region((void *)g->stack_lo, want); /* old frames' redzones */
 #endif
         *(uint64_t *)g->stack_lo = STACK_CANARY;
-        atomic_fetch_add_explicit(&stack_bytes_used, want, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&stack_bytes_pooled, want, memory_order_relaxed);
+        /* g came from p's free list: p is ours */
+        __atomic_store_n(&p->stack_reused, p->stack_reused + (int64_t)want, __ATOMIC_RELAXED);
         return g;
     }
     bool fresh = !g;
@@ -159,8 +159,8 @@ void *g_free_deferred(void *arg)
             stackpool_free(p, (void *)g->stack_lo, size);
             g->stack_lo = g->stack_hi = g->stackguard = 0;
         } else {
-            atomic_fetch_sub_explicit(&stack_bytes_used, size, memory_order_relaxed);
-            atomic_fetch_add_explicit(&stack_bytes_pooled, size, memory_order_relaxed);
+            __atomic_store_n(&p->stack_reused, p->stack_reused - (int64_t)size,
+                             __ATOMIC_RELAXED);
         }
     }
     if (p) {

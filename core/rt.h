@@ -179,6 +179,11 @@ struct p {
 
     g_t *gfree;           /* dead tasks with their 2 KiB stacks, for reuse; owner */
     uint32_t ngfree;
+    /* stack bytes that went from pooled to in use through gfree's attached stacks
+     * (negative: the other way), so that a spawn and an exit do not each write the
+     * global stack_bytes_used/_pooled, a cache line both CPUs fought over (a third of
+     * spawn+finish at 2 P); owner writes, gort_stats sums (relaxed) */
+    int64_t stack_reused;
 
     void *stack_cache[16][32]; /* per size class free stacks; owner */
     uint8_t stack_cache_n[16];

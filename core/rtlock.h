@@ -5,8 +5,8 @@
  * makes the preemption handler treat the PC as unsafe. No runtime lock crosses a task
  * switch, except the lock a parking task hands to g_park, which the next code to run on
  * the same M releases after the switch ("switch, then release").
- * Zero bytes are an unlocked lock. Ranks (core/lockrank.h) are checked in
- * GORT_LOCKRANK builds only.
+ * Zero bytes are an unlocked lock. The lock order is core/README.md's table; it is not
+ * checked at run time yet (GORT_LOCKRANK reserves the switch for that checker).
  */
 #ifndef GORT_CORE_RTLOCK_H
 #define GORT_CORE_RTLOCK_H

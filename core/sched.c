@@ -944,8 +944,13 @@ void gort_stats(gort_stats_t *out)
     /* relaxed: statistics (stackmap/relocate.c, shrink.c) */
     out->stack_grows = atomic_load_explicit(&stackmap_n_grows, memory_order_relaxed);
     out->stack_shrinks = atomic_load_explicit(&stackmap_n_shrinks, memory_order_relaxed);
-    out->stack_bytes = atomic_load_explicit(&stack_bytes_used, memory_order_relaxed);
-    out->stack_pool_bytes = atomic_load_explicit(&stack_bytes_pooled, memory_order_relaxed);
+    int64_t reused = 0;
+    for (int i = 0; i < sched.nprocs; i++)
+        reused += __atomic_load_n(&sched.allp[i]->stack_reused, __ATOMIC_RELAXED);
+    out->stack_bytes =
+        atomic_load_explicit(&stack_bytes_used, memory_order_relaxed) + (uint64_t)reused;
+    out->stack_pool_bytes =
+        atomic_load_explicit(&stack_bytes_pooled, memory_order_relaxed) - (uint64_t)reused;
     out->procs = (uint64_t)sched.nprocs;
     out->threads = (uint64_t)sched.mcount;
 }
