@@ -6,7 +6,8 @@
  * detector. Both are Go's choices. Everything is freed at teardown.
  * gort_go_with copies the arguments onto the top of the new task's own stack: no
  * malloc, and they die with the task.
- * Locks: allg.lock (rank 80) around allg growth; sched.lock for the global free list.
+ * Locks: allg.lock (rank 80) around allg growth; sched.gfree_lock (a leaf) for the
+ * global free list.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -72,10 +73,10 @@ g_t *g_alloc(size_t stack_size)
     size_t want = stackpool_class_size(stack_size);
     g_t *g = NULL;
     if (p && want == sched.stack_min) {
-        /* relaxed hint read; the list itself is taken under sched.lock */
+        /* relaxed hint read; the list itself is taken under sched.gfree_lock */
         if (!p->gfree && __atomic_load_n(&sched.gfree, __ATOMIC_RELAXED)) {
             /* refill from the global list */
-            rtlock_acquire(&sched.lock);
+            rtlock_acquire(&sched.gfree_lock);
             while (sched.gfree && p->ngfree < GFREE_LOCAL_MAX / 2) {
                 g_t *x = sched.gfree;
                 __atomic_store_n(&sched.gfree, x->schedlink, __ATOMIC_RELAXED);
@@ -84,7 +85,7 @@ g_t *g_alloc(size_t stack_size)
                 p->gfree = x;
                 p->ngfree++;
             }
-            rtlock_release(&sched.lock);
+            rtlock_release(&sched.gfree_lock);
         }
         if (p->gfree) {
             g = p->gfree;
@@ -167,7 +168,7 @@ void *g_free_deferred(void *arg)
         g->schedlink = p->gfree;
         p->gfree = g;
         if (++p->ngfree > GFREE_LOCAL_MAX) {
-            rtlock_acquire(&sched.lock);
+            rtlock_acquire(&sched.gfree_lock);
             while (p->ngfree > GFREE_LOCAL_MAX / 2) {
                 g_t *x = p->gfree;
                 p->gfree = x->schedlink;
@@ -176,14 +177,14 @@ void *g_free_deferred(void *arg)
                 __atomic_store_n(&sched.gfree, x, __ATOMIC_RELAXED);
                 sched.ngfree++;
             }
-            rtlock_release(&sched.lock);
+            rtlock_release(&sched.gfree_lock);
         }
     } else {
-        rtlock_acquire(&sched.lock);
+        rtlock_acquire(&sched.gfree_lock);
         g->schedlink = sched.gfree;
         __atomic_store_n(&sched.gfree, g, __ATOMIC_RELAXED);
         sched.ngfree++;
-        rtlock_release(&sched.lock);
+        rtlock_release(&sched.gfree_lock);
     }
     return NULL;
 }

@@ -41,10 +41,14 @@ typedef struct sched {
     int mcount;
     _Atomic int nmspinning;   /* Ms looking for work (spinning) */
     _Atomic int nmsyscall;    /* tasks in gort_syscall_enter..exit */
-    g_t *gfree;               /* global free g records; lock */
-    int ngfree;
+    /* global free task records, with their own lock on their own line: the spawning P
+     * takes them back from the P its tasks exited on, and under sched.lock that
+     * contended with the global runq (rank: a leaf, taken with no other lock) */
+    _Alignas(CACHE_LINE) rtlock_t gfree_lock;
+    g_t *gfree;               /* gfree_lock; read lock-free as a hint */
+    int ngfree;               /* gfree_lock */
 
-    _Atomic bool netpoll_inuse; /* an M is blocked in netpoll_poll */
+    _Alignas(CACHE_LINE) _Atomic bool netpoll_inuse; /* an M is blocked in netpoll_poll */
     _Atomic int64_t netpoll_until; /* its deadline (INT64_MAX = none) */
 
     _Atomic bool stopping;    /* the main task returned or deadlock: Ms exit */
