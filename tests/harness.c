@@ -48,6 +48,23 @@ void test_debug_add(const char *knob)
     setenv("GORT_DEBUG", buf, 1);
 }
 
+char *test_debug_push(const char *knob)
+{
+    const char *old = getenv("GORT_DEBUG");
+    char *saved = old ? strdup(old) : NULL;
+    test_debug_add(knob);
+    return saved;
+}
+
+void test_debug_restore(char *saved)
+{
+    if (saved)
+        setenv("GORT_DEBUG", saved, 1);
+    else
+        unsetenv("GORT_DEBUG");
+    free(saved);
+}
+
 uint64_t test_seed(const char *test_name, uint64_t fallback)
 {
     const char *env = getenv("GORT_TEST_SEED");

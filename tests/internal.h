@@ -35,6 +35,10 @@ bool test_stress_mode(void);
  * set (migrate=1, stackmove=1). Check forks per test, so it lasts for the test; under
  * CK_FORK=no (TSan) it lasts for the process. */
 void test_debug_add(const char *knob);
+/* test_debug_add for a part of a test: returns what GORT_DEBUG was (malloc'd, or NULL
+ * when unset), which test_debug_restore puts back and frees. */
+char *test_debug_push(const char *knob);
+void test_debug_restore(char *saved);
 
 /* Runs fn(arg) as the main task of a fresh runtime with cfg (NULL: defaults, procs from
  * GORT_PROCS or `procs` when > 0) and asserts gort_run returned `want`. Afterwards it

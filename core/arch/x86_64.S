@@ -11,6 +11,16 @@
  */
         .text
 
+/* Pops what ctx_switch and call_with_callee_saves push: rbp rbx r12 r13 r14 r15. */
+.macro  callee_saved_pop
+        popq    %r15
+        popq    %r14
+        popq    %r13
+        popq    %r12
+        popq    %rbx
+        popq    %rbp
+.endm
+
 /* void ctx_switch(void **save_sp, void *load_sp)
  * Saves the current context at *save_sp and resumes the one at load_sp. The store to
  * *save_sp happens before the first load from the new stack; whoever publishes the
@@ -50,12 +60,7 @@ ctx_switch:
 2:      cmpw    (%rsp), %cx
         jne     3f
 4:      addq    $16, %rsp
-        popq    %r15
-        popq    %r14
-        popq    %r13
-        popq    %r12
-        popq    %rbx
-        popq    %rbp
+        callee_saved_pop
         ret
 1:      ldmxcsr 8(%rsp)
         jmp     2b
@@ -82,6 +87,16 @@ ctx_entry:
         .cfi_endproc
         .size   ctx_entry, .-ctx_entry
 
+/* A frame record (push rbp; rbp = rsp) with its unwind notes: unwinders and the stack
+ * mover's frame-pointer chain walk through the functions below as through C code. */
+.macro  frame_enter
+        pushq   %rbp
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset rbp, 0
+        movq    %rsp, %rbp
+        .cfi_def_cfa_register rbp
+.endm
+
 /* void *stack_call_on(void *(*fn)(void *), void *arg, void *sp)
  * Calls fn(arg) with the stack pointer set to sp (16-byte aligned, on another stack)
  * and returns its result on the original stack. rbp keeps pointing into the caller's
@@ -92,11 +107,7 @@ ctx_entry:
         .p2align 4
 stack_call_on:
         .cfi_startproc
-        pushq   %rbp
-        .cfi_adjust_cfa_offset 8
-        .cfi_rel_offset rbp, 0
-        movq    %rsp, %rbp
-        .cfi_def_cfa_register rbp
+        frame_enter
         movq    %rdi, %rax
         movq    %rsi, %rdi
         movq    %rdx, %rsp
@@ -121,11 +132,7 @@ stack_call_on:
         .p2align 4
 call_with_callee_saves:
         .cfi_startproc
-        pushq   %rbp
-        .cfi_adjust_cfa_offset 8
-        .cfi_rel_offset rbp, 0
-        movq    %rsp, %rbp
-        .cfi_def_cfa_register rbp
+        frame_enter
         pushq   %rbx
         .cfi_rel_offset rbx, -8
         pushq   %r12
@@ -145,12 +152,7 @@ call_with_callee_saves:
         subq    $8, %rsp              /* 6 pushes after the return address: realign */
         callq   *%rax
         addq    $8, %rsp
-        popq    %r15
-        popq    %r14
-        popq    %r13
-        popq    %r12
-        popq    %rbx
-        popq    %rbp
+        callee_saved_pop
         .cfi_def_cfa rsp, 8
         ret
         .cfi_endproc

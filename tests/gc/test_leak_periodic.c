@@ -177,20 +177,11 @@ static void knob_main(void *arg)
 START_TEST(test_debug_knob)
 {
     /* appended: the _migrate twin keeps migrate=1 */
-    const char *old = getenv("GORT_DEBUG");
-    char *saved = old ? strdup(old) : NULL;
-    char env[256];
-    snprintf(env, sizeof env, "%s%sleakcheck_interval_ms=3", saved ? saved : "",
-             saved ? "," : "");
-    setenv("GORT_DEBUG", env, 1);
+    char *saved = test_debug_push("leakcheck_interval_ms=3");
     stderr_capture();
     test_run(knob_main, NULL, 1 + _i, 0);
     char *log = stderr_restore();
-    if (saved)
-        setenv("GORT_DEBUG", saved, 1);
-    else
-        unsetenv("GORT_DEBUG");
-    free(saved);
+    test_debug_restore(saved);
     ck_assert_int_eq(count_str(log, "gort: leak check: 1 leaked task in 1 group"), 1);
     free(log);
 }
@@ -221,20 +212,12 @@ static void trackheap_default_main(void *arg)
 START_TEST(test_trackheap_without_layer)
 {
     ck_assert_int_eq(gort_trackheap_status(), 0); /* outside a run: no layer linked */
-    const char *old = getenv("GORT_DEBUG");
-    char *saved = old ? strdup(old) : NULL;
-    char env[256];
-    snprintf(env, sizeof env, "%s%strackheap=1", saved ? saved : "", saved ? "," : "");
-    setenv("GORT_DEBUG", env, 1);
+    char *saved = test_debug_push("trackheap=1");
     stderr_capture();
     test_run(trackheap_missing_main, NULL, 1, 0);
     test_run(trackheap_missing_main, NULL, 2, 0);
     char *log = stderr_restore();
-    if (saved)
-        setenv("GORT_DEBUG", saved, 1);
-    else
-        unsetenv("GORT_DEBUG");
-    free(saved);
+    test_debug_restore(saved);
     /* once per process, naming both ways to link the layer */
     ck_assert_int_eq(count_str(log, "gort: GORT_DEBUG=trackheap=1 needs libgort_trackheap"), 1);
     ck_assert_ptr_nonnull(strstr(log, "-lgort_trackheap -lgort"));
@@ -371,19 +354,13 @@ static void exit_report_main(void *arg)
 
 START_TEST(test_exit_report_waits_for_stream)
 {
-    const char *old = getenv("GORT_DEBUG");
-    char *saved = old ? strdup(old) : NULL;
-    test_debug_add("leakcheck=report,migrate=1");
+    char *saved = test_debug_push("leakcheck=report,migrate=1");
     enum { RUNS = 8 };
     stderr_capture();
     for (int i = 0; i < RUNS; i++)
         test_run(exit_report_main, NULL, 2, 0);
     char *log = stderr_restore();
-    if (saved)
-        setenv("GORT_DEBUG", saved, 1);
-    else
-        unsetenv("GORT_DEBUG");
-    free(saved);
+    test_debug_restore(saved);
     ck_assert_int_eq(count_str(log, "gort: leak check: 1 leaked task in 1 group"), RUNS);
     free(log);
 }

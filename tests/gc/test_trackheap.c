@@ -131,17 +131,9 @@ static void shape_main(void *arg)
 
 static void with_debug(const char *knob, void (*fn)(void *), int procs)
 {
-    const char *old = getenv("GORT_DEBUG");
-    char *saved = old ? strdup(old) : NULL;
-    char env[256];
-    snprintf(env, sizeof env, "%s%s%s", saved ? saved : "", saved && *knob ? "," : "", knob);
-    setenv("GORT_DEBUG", env, 1);
+    char *saved = test_debug_push(knob);
     test_run(fn, NULL, procs, 0);
-    if (saved)
-        setenv("GORT_DEBUG", saved, 1);
-    else
-        unsetenv("GORT_DEBUG");
-    free(saved);
+    test_debug_restore(saved);
 }
 
 START_TEST(test_leak_through_malloc_found)
