@@ -88,11 +88,18 @@ static inline int leaks_after_settling(void)
     return n;
 }
 
-/* Cancels the leaked channel operations and waits for `tasks` tasks to finish. */
+/* Cancels the leaked channel operations and waits for `tasks` tasks to finish. Where
+ * a miss is allowed (ck_assert_found) and this cycle missed some, the hidden channels
+ * are closed to wake the tasks it left (seen: test_leak_periodic's debug_knob under
+ * stackmove=1, 1 run in ~10 CI runs, after an earlier cycle had found the leak). */
 static inline void cancel_and_reap(int want_cancelled, int tasks)
 {
     int before = atomic_load(&finished);
-    ck_assert_int_eq(gort_leaks_cancel(), want_cancelled);
+    int n = gort_leaks_cancel();
+    ck_assert_found(n, want_cancelled);
+    if (n < want_cancelled)
+        for (int i = 0; i < nhidden; i++)
+            gort_chan_close((gort_chan_t *)(hidden[i] ^ HIDE_MASK));
     for (int i = 0; i < 5000 && atomic_load(&finished) - before < tasks; i++)
         gort_sleep(200000);
     ck_assert_int_eq(atomic_load(&finished) - before, tasks);
