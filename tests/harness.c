@@ -42,6 +42,8 @@ bool test_stress_mode(void)
 
 void test_debug_add(const char *knob)
 {
+    if (!*knob)
+        return;
     char buf[256];
     const char *cur = getenv("GORT_DEBUG");
     snprintf(buf, sizeof buf, "%s%s%s", cur && *cur ? cur : "", cur && *cur ? "," : "", knob);

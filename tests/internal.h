@@ -31,8 +31,8 @@ bool test_stress_mode(void);
 /* `normal`, or `stress` under stackmove=1 (test_stress_mode). */
 #define TEST_STRESS_SCALE(normal, stress) (test_stress_mode() ? (stress) : (normal))
 
-/* Adds a knob to GORT_DEBUG for the next gort_run, keeping what the ctest environment
- * set (migrate=1, stackmove=1). Check forks per test, so it lasts for the test; under
+/* Adds a knob to GORT_DEBUG for the next gort_run (nothing for ""), keeping what the
+ * ctest environment set (migrate=1, stackmove=1). Check forks per test, so it lasts for the test; under
  * CK_FORK=no (TSan) it lasts for the process. */
 void test_debug_add(const char *knob);
 /* test_debug_add for a part of a test: returns what GORT_DEBUG was (malloc'd, or NULL

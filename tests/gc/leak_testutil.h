@@ -88,6 +88,13 @@ static inline int leaks_after_settling(void)
     return n;
 }
 
+/* Closes every hidden channel: the tasks waiting on them wake with -EPIPE. */
+static inline void close_hidden(void)
+{
+    for (int i = 0; i < nhidden; i++)
+        gort_chan_close((gort_chan_t *)(hidden[i] ^ HIDE_MASK));
+}
+
 /* Cancels the leaked channel operations and waits for `tasks` tasks to finish. Where
  * a miss is allowed (ck_assert_found) and this cycle missed some, the hidden channels
  * are closed to wake the tasks it left (seen: test_leak_periodic's debug_knob under
@@ -98,8 +105,7 @@ static inline void cancel_and_reap(int want_cancelled, int tasks)
     int n = gort_leaks_cancel();
     ck_assert_found(n, want_cancelled);
     if (n < want_cancelled)
-        for (int i = 0; i < nhidden; i++)
-            gort_chan_close((gort_chan_t *)(hidden[i] ^ HIDE_MASK));
+        close_hidden();
     for (int i = 0; i < 5000 && atomic_load(&finished) - before < tasks; i++)
         gort_sleep(200000);
     ck_assert_int_eq(atomic_load(&finished) - before, tasks);
@@ -109,8 +115,7 @@ static inline void cancel_and_reap(int want_cancelled, int tasks)
  * closing it, wait for `tasks` of them, free the channels. */
 static inline void close_hidden_and_reap(int tasks)
 {
-    for (int i = 0; i < nhidden; i++)
-        gort_chan_close((gort_chan_t *)(hidden[i] ^ HIDE_MASK));
+    close_hidden();
     for (int i = 0; i < 5000 && atomic_load(&finished) < tasks; i++)
         gort_sleep(1000000);
     free_hidden();

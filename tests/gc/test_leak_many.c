@@ -114,20 +114,23 @@ static void cancel_mode_main(void *arg)
         return;
     }
     int before = atomic_load(&finished);
-    ck_assert_int_eq(gort_leakcheck(NULL), 10); /* found, and (this mode) cancelled */
+    n = gort_leakcheck(NULL); /* found, and (this mode) cancelled */
+    ck_assert_found(n, 10);
+    if (n < 10) /* a miss where one is allowed: wake the rest */
+        close_hidden();
     for (int i = 0; i < 2000 && atomic_load(&finished) - before < 10; i++)
         gort_sleep(1000000);
     ck_assert_int_eq(atomic_load(&finished) - before, 10);
-    ck_assert_int_eq(atomic_load(&cancelled), 10);
+    ck_assert_found(atomic_load(&cancelled), 10);
     ck_assert_int_eq(gort_leakcheck(stderr), 0);
     free_hidden();
 }
 
 START_TEST(test_leakcheck_cancel_mode)
 {
-    setenv("GORT_DEBUG", "leakcheck=cancel", 1);
+    char *saved = test_debug_push("leakcheck=cancel"); /* the twins keep their knob */
     test_run(cancel_mode_main, NULL, 1 + _i, 0);
-    unsetenv("GORT_DEBUG");
+    test_debug_restore(saved);
 }
 END_TEST
 

@@ -490,8 +490,7 @@ static void shapes_main(void *arg)
              * caller retry with a fresh layout; wake the tasks so all can be freed. */
             fprintf(stderr, "%s: %d of %d found; retrying with a fresh layout\n",
                     shape_names[s], n, shape_want[s].leaked);
-            for (int i = 0; i < nhidden; i++)
-                gort_chan_close((gort_chan_t *)(hidden[i] ^ HIDE_MASK));
+            close_hidden();
             gort_sleep(5000000);
             shape_cleanup();
             return;

@@ -105,8 +105,7 @@ static void shape_main(void *arg)
         if (cur_fixed)
             atomic_store(&keeper_stop, 1);
         else
-            for (int i = 0; i < nhidden; i++)
-                gort_chan_close((gort_chan_t *)(hidden[i] ^ HIDE_MASK));
+            close_hidden();
         int want = cur_fixed ? 2 : 1;
         for (int i = 0; i < 5000 && atomic_load(&finished) < want; i++)
             gort_sleep(1000000);

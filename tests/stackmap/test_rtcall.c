@@ -9,16 +9,9 @@
  * one process). */
 static void run_with(const char *knob, void (*fn)(void *), void *arg, int procs)
 {
-    const char *cur = getenv("GORT_DEBUG");
-    char *saved = cur ? strdup(cur) : NULL;
-    if (*knob)
-        test_debug_add(knob);
+    char *saved = test_debug_push(knob);
     test_run(fn, arg, procs, 0);
-    if (saved)
-        setenv("GORT_DEBUG", saved, 1);
-    else
-        unsetenv("GORT_DEBUG");
-    free(saved);
+    test_debug_restore(saved);
 }
 
 /* ------------------------------------------------ stress: a move at every call */
