@@ -98,7 +98,7 @@ void debug_parse(const char *env);
  *    overwrite them before head moves past them (it checks tail - head < RUNQ_SIZE with
  *    an acquire load of head, pairing with the consumers' release CAS).
  *  - runnext is exchanged/CASed, never stored plainly, so an owner pop and a thief
- *    cannot both take the same task.
+ *    cannot both take the same task (with one P there is no thief: runq_single_p).
  * Invariant: a runnable task is in exactly one of a runq slot range [head, tail), a
  * runnext slot, or the global runq.
  * The owner's put, get and empty are inline: they sit on every yield and switch

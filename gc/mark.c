@@ -132,8 +132,8 @@ static ptrdiff_t stack_find(const marker_t *mk, uintptr_t v)
 static void opaque_add(marker_t *mk, const void *p)
 {
     /* marked before marking starts, so no word that points into it queues it: one
-     * byte read per hit, where a list of opaque starts searched at every newly marked
-     * object cost 60% of a cycle over 2M tracked-heap blocks */
+     * byte read per hit, where a 256-entry list of opaque starts was searched at every
+     * newly marked object (134 -> 117 ms a cycle over 1M tracked blocks, and no cap) */
     ptrdiff_t i = p ? obj_find(mk, (uintptr_t)p) : -1;
     if (i >= 0)
         mk->marks[i] = 1;
