@@ -54,6 +54,20 @@ static inline bool rangeset_reserve(rangeset_t *s, size_t want, addrset_map_fn m
     return true;
 }
 
+/* In r[lo, hi), sorted by lo: the index after the last range that starts at or below a
+ * (lo itself when none does). The range that may hold a is the one before it. */
+static inline size_t ranges_upper(const range_t *r, size_t lo, size_t hi, uintptr_t a)
+{
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (r[mid].lo <= a)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /* First index whose hi > a. */
 static inline size_t rangeset_find(const rangeset_t *s, uintptr_t a)
 {

@@ -93,13 +93,7 @@ static inline ptrdiff_t obj_find(const marker_t *mk, uintptr_t v)
         if (hi > mk->nobjs)
             hi = mk->nobjs;
     }
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (mk->objs[mid].lo <= v)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    lo = ranges_upper(mk->objs, lo, hi, v);
     if (lo == 0)
         return -1;
     const range_t *r = &mk->objs[lo - 1];
@@ -109,14 +103,7 @@ static inline ptrdiff_t obj_find(const marker_t *mk, uintptr_t v)
 /* Task index whose stack holds v, or -1. */
 static ptrdiff_t stack_find(const marker_t *mk, uintptr_t v)
 {
-    size_t lo = 0, hi = mk->nstacks;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (mk->stacks[mid].lo <= v)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    size_t lo = ranges_upper(mk->stacks, 0, mk->nstacks, v);
     if (lo == 0)
         return -1;
     task_ent_t *t = &mk->tasks[mk->stacks[lo - 1].hi];
